@@ -1,0 +1,132 @@
+"""The embedded task: multi-digit addition with a step-by-step rationale.
+
+Each example is a prompt (``"What is 47 + 385?\\n"``), a response that works column by
+column from the ones digit and ends with ``"Answer: 432"``, and the exact ``answer``.
+The reference rationales are deliberately messy, the way human-written chains of thought are:
+several phrasings, and with probability ``noise`` one step carries an arithmetic slip.
+The final answer in the reference is always right, so accuracy is checked exactly, while a
+teacher trained on this data can write cleaner rationales than the gold ones.
+
+Everything is generated from a seed, so every process builds byte-identical splits.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from datasets import Dataset, DatasetDict
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+PAD, EOS = "<pad>", "<eos>"
+
+# One step of the column-wise sum. {x}+{y}(+{c}) is the column sum {s}; {d} is written, {k} carried.
+_STEP_TEMPLATES = (
+    "{terms}={s}, write {d} carry {k}.",
+    "{terms} is {s}; put down {d}, carry {k}.",
+    "column: {terms}={s} -> {d} c{k}.",
+)
+_ANSWER_TEMPLATES = ("Answer: {n}", "So the answer is: {n}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    a: int
+    b: int
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b
+
+    @property
+    def prompt(self) -> str:
+        return f"What is {self.a} + {self.b}?\n"
+
+
+def rationale(p: Problem, rng: random.Random, noise: float) -> str:
+    """Gold response for ``p``: one step per column, ones first, then the final answer."""
+    da, db = str(p.a)[::-1], str(p.b)[::-1]
+    template = rng.choice(_STEP_TEMPLATES)
+    sep = rng.choice((" ", "\n"))
+    slip_at = rng.randrange(max(len(da), len(db))) if rng.random() < noise else -1
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        s = x + y + carry
+        terms = f"{x}+{y}" + (f"+{carry}" if carry else "")
+        shown = s + rng.choice((-1, 1)) if i == slip_at else s  # the slip is in the text only
+        if template[0] == "{" and " is " in template:
+            terms = terms.replace("+", " plus ")
+        steps.append(template.format(terms=terms, s=shown, d=s % 10, k=s // 10))
+        carry = s // 10
+    return sep.join(steps) + sep + rng.choice(_ANSWER_TEMPLATES).format(n=p.answer)
+
+
+def _problems(n: int, rng: random.Random, min_digits: int, max_digits: int) -> list[Problem]:
+    def number() -> int:
+        digits = rng.randint(min_digits, max_digits)
+        return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
+
+    return [Problem(number(), number()) for _ in range(n)]
+
+
+def make_splits(
+    n_train: int = 20000,
+    n_validation: int = 256,
+    n_test: int = 256,
+    min_digits: int = 1,
+    max_digits: int = 3,
+    noise: float = 0.15,
+    seed: int = 1234,
+) -> DatasetDict:
+    """Deterministic train/validation/test splits with columns ``prompt``, ``response``, ``answer``.
+
+    Validation and test problems never occur in train. Validation/test responses are clean
+    (noise 0): they are references for text metrics, not training targets.
+    """
+    rng = random.Random(seed)
+    pool = _problems(n_train + 4 * (n_validation + n_test), rng, min_digits, max_digits)
+    held_out: list[Problem] = []
+    seen: set[Problem] = set()
+    for p in pool:  # unique held-out problems first
+        if p not in seen and len(held_out) < n_validation + n_test:
+            held_out.append(p)
+            seen.add(p)
+    train = [p for p in pool if p not in seen][:n_train]
+
+    def rows(problems: list[Problem], noise_: float) -> dict[str, list]:
+        return {
+            "prompt": [p.prompt for p in problems],
+            "response": [rationale(p, rng, noise_) for p in problems],
+            "answer": [str(p.answer) for p in problems],
+        }
+
+    return DatasetDict(
+        train=Dataset.from_dict(rows(train, noise)),
+        validation=Dataset.from_dict(rows(held_out[:n_validation], 0.0)),
+        test=Dataset.from_dict(rows(held_out[n_validation:], 0.0)),
+    )
+
+
+def build_tokenizer(vocab_size: int = 160, seed: int = 0) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE trained on generated task text, digits kept as single tokens.
+
+    Built with the ``tokenizers`` library and wrapped as a transformers tokenizer, with
+    distinct ``<pad>`` and ``<eos>`` tokens. Deterministic for a given ``seed``.
+    """
+    rng = random.Random(seed)
+    corpus = [p.prompt + rationale(p, rng, 0.2) for p in _problems(4000, rng, 1, 4)]
+    tok = Tokenizer(models.BPE())
+    # Words and single digits, each with its leading space: " 7" is one token, "12" is two.
+    words = pre_tokenizers.Split(Regex(r" ?\d| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+"), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS],
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS)

@@ -1,0 +1,138 @@
+"""Experiment logging: Weights & Biases, or nothing.
+
+W&B mode: ``logger.mode`` if set (online/offline/disabled); else ``WANDB_MODE`` from the
+environment; else online when an API key is configured and offline otherwise, so the default
+run needs no account. W&B failing to start never stops training: the logger warns and falls
+back to offline, then to disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+MODES = ("online", "offline", "disabled")
+
+
+def resolve_mode(mode: str | None) -> str:
+    if mode:
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    return "offline"
+
+
+class NullLogger:
+    """Logs nothing (``logger=none``)."""
+
+    run_id: str | None = None
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_samples(self, samples: list[dict[str, str]], step: int) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {}
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+class WandbLogger(NullLogger):
+    """A W&B run: resolved config, step axis, best-val summaries, sample tables.
+
+    Args:
+        project, entity, group, tags, notes, job_type, name: as in ``wandb.init``.
+        mode: online/offline/disabled or None (see module doc).
+        dir: the run directory; W&B writes its ``wandb/`` folder inside it.
+        run_config: the resolved config dict (``wandb.config``).
+        run_id: resume this run (``resume="allow"``), as a resumed training does.
+        max_samples: rows of the prompt/teacher/student table logged at each validation.
+    """
+
+    def __init__(
+        self,
+        project: str = "distill",
+        entity: str | None = None,
+        mode: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        notes: str | None = None,
+        dir: str | Path = ".",
+        run_config: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        max_samples: int = 16,
+    ) -> None:
+        import wandb
+
+        self.wandb, self.max_samples = wandb, max_samples
+        self.mode = resolve_mode(mode)
+        Path(dir).mkdir(parents=True, exist_ok=True)
+        kwargs = dict(
+            project=project, entity=entity, group=group, job_type=job_type, name=name, tags=list(tags or []),
+            notes=notes, dir=str(dir), config=run_config, id=run_id, resume="allow" if run_id else None,
+        )
+        self.run = None
+        for attempt in dict.fromkeys((self.mode, "offline", "disabled")):
+            try:
+                self.run = wandb.init(mode=attempt, settings=wandb.Settings(silent=True, init_timeout=60), **kwargs)
+                self.mode = attempt
+                break
+            except Exception as e:  # W&B must never stop training
+                log.warning("wandb.init in %s mode failed (%s); trying the next mode", attempt, str(e).splitlines()[0])
+        self._defined: set[str] = set()
+        self.run_id = self.run.id if self.run is not None else None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is None:
+            return
+        for key, value in metrics.items():
+            if key in self._defined or not isinstance(value, (int, float)):
+                continue
+            if key.startswith("val/"):  # best-val summaries, so the runs table sorts on them
+                self.run.define_metric(key, step_metric="trainer/step", summary="min" if "loss" in key else "max")
+            else:
+                self.run.define_metric(key, step_metric="trainer/step")
+            self._defined.add(key)
+        try:
+            self.run.log({**metrics, "trainer/step": step}, step=step)
+        except Exception as e:  # a lost network must not kill training
+            log.warning("wandb.log failed at step %d: %s", step, str(e).splitlines()[0])
+
+    def log_samples(self, samples: list[dict[str, str]], step: int) -> None:
+        if self.run is None or not samples:
+            return
+        rows = samples[: self.max_samples]
+        columns = list(rows[0])
+        table = self.wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+        self.log({"val/samples": table}, step)  # type: ignore[dict-item]
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"wandb_run_id": self.run_id} if self.run_id else {}
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is not None:
+            try:
+                self.run.finish(exit_code=exit_code)
+            except Exception as e:
+                log.warning("wandb finish failed: %s", str(e).splitlines()[0])
+            self.run = None

@@ -1,0 +1,33 @@
+"""Distil a teacher into a student: ``python train.py [group=option] [key=value ...]``.
+
+Composes conf/config.yaml with Hydra, runs distill.experiment.run in the run directory and
+returns the student's validation metric (for sweepers). A bad config or bad data prints one
+line and exits non-zero.
+"""
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from distill.errors import DistillError
+from distill.experiment import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except DistillError as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed; the other jobs go on
+        logging.getLogger("distill").error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 2))
+
+
+if __name__ == "__main__":
+    main()
