@@ -11,10 +11,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from distill.errors import ConfigError, require
+from distill.errors import ConfigError, DistillError, require
 from distill.losses import DIVERGENCES
 
 Rule = tuple[Callable[[Any], bool], str]
@@ -97,6 +98,7 @@ def validate_config(cfg: DictConfig) -> None:
     for part in ("tokenizer", "teacher", "student"):
         require(part in cfg.model, f"model.{part}", None, "every model config names a tokenizer, teacher and student")
         check_keys(cfg.model[part], f"model.{part}")
+    check_keys(cfg.model.get("teacher_tokenizer"), "model.teacher_tokenizer")
     check_options("distiller", OmegaConf.to_container(cfg.distiller, resolve=True))  # type: ignore[arg-type]
     check_options("data", OmegaConf.to_container(cfg.data, resolve=True), DATA_RULES)  # type: ignore[arg-type]
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -108,5 +110,11 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def build(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with the project's options: plain containers for arguments."""
-    return instantiate(node, _convert_="all", **kwargs)
+    """``hydra.utils.instantiate`` with the project's options: plain containers for arguments, and
+    a user error raised inside a constructor surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, DistillError):
+            raise e.__cause__ from None
+        raise

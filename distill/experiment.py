@@ -24,7 +24,7 @@ import transformers
 from distill.config import build, validate_config
 from distill.evaluation import evaluate_model
 from distill.loop import TrainConfig, find_checkpoint, fit, read_checkpoint_state
-from distill.models import num_parameters
+from distill.models import check_same_tokenizer, num_parameters
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()  # our own bars (teacher, train, generation) are the ones to watch
@@ -55,20 +55,13 @@ def run_name(distiller: str, overrides: list[str]) -> str:
     return " ".join([distiller, *parts])
 
 
-def _cell(value: float | int | None) -> str:
-    if value is None:
-        return f"{'-':>14s}"
-    return f"{value:>14,d}" if isinstance(value, int) else f"{value:>14.4f}"
-
-
-def _format_table(metrics: dict[str, float]) -> str:
-    names = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("student/", "teacher/"))})
-    rows = [f"{'':10s}" + "".join(f"{n:>14s}" for n in names)]
-    for who in ("teacher", "student"):
-        if any(f"{who}/{n}" in metrics for n in names):
-            cells = "".join(_cell(metrics.get(f"{who}/{n}")) for n in names)
-            rows.append(f"{who:10s}{cells}")
-    return "\n".join(rows)
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``teacher/*`` then ``student/*`` metrics, one ``key  value`` line each."""
+    keys = [k for who in ("teacher/", "student/") for k in sorted(metrics) if k.startswith(who)]
+    width = max(map(len, keys), default=0) + 2
+    return "\n".join(
+        f"{k:<{width}}{metrics[k]:,d}" if isinstance(metrics[k], int) else f"{k:<{width}}{metrics[k]:.4f}" for k in keys
+    )
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
@@ -86,6 +79,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     distiller_cls = get_class(cfg.distiller._target_)
     distiller_name = ctx["distiller"] or distiller_cls.__name__.removesuffix("Distiller").lower()
     tokenizer = build(cfg.model.tokenizer)
+    if cfg.model.get("teacher_tokenizer") is not None:  # models with their own tokenizers must agree
+        check_same_tokenizer(tokenizer, build(cfg.model.teacher_tokenizer))
     data = build(cfg.data, tokenizer=tokenizer)
     teacher = None
     if distiller_cls.requires_teacher or cfg.get("evaluate_teacher", True):
@@ -124,7 +119,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         logger.summary(metrics)
         record = {**metrics, "distiller": distiller_name, "overrides": ctx["overrides"]}
         (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(f"\n{_format_table(metrics)}\n\nmetrics: {out / 'metrics.json'}")
+        print(f"\nFinal validation metrics\n{format_metrics(metrics)}\nwritten to {out / 'metrics.json'}")
     except BaseException as e:
         logger.finish(exit_code=getattr(e, "exit_code", 1))
         raise

@@ -197,6 +197,13 @@ class _History:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
 
 
+def _iter_without_rng(loader: Iterable[Any]) -> Iterator[Any]:
+    """``iter(loader)`` without touching the global RNG (a DataLoader draws a base seed from it),
+    so a resumed run's dropout masks match the uninterrupted run's exactly."""
+    with torch.random.fork_rng(devices=[]):
+        return iter(loader)
+
+
 def _batches(loader: Iterable[Any], micro: int, batches_per_epoch: int) -> Iterator[Any]:
     """Endless micro-batches starting at global micro-batch index ``micro`` (epoch after epoch)."""
     for epoch in itertools.count(micro // batches_per_epoch):
@@ -204,9 +211,9 @@ def _batches(loader: Iterable[Any], micro: int, batches_per_epoch: int) -> Itera
         sampler = getattr(loader, "sampler", None)
         if isinstance(sampler, EpochSampler):  # jump straight to the position: no data is read twice
             sampler.set_position(epoch, offset * loader.batch_size)
-            yield from loader
+            yield from _iter_without_rng(loader)
         else:
-            yield from itertools.islice(iter(loader), offset, None)
+            yield from itertools.islice(_iter_without_rng(loader), offset, None)
 
 
 def fit(
@@ -228,6 +235,8 @@ def fit(
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
     distiller.to(device)
+    if hasattr(distiller, "prepare"):  # one-off work before training, e.g. the language distiller's teacher generations
+        distiller.prepare(train_loader, val_loader)
     params = list(distiller.parameters())
     opt = optimizer(params) if optimizer else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches_per_epoch = len(train_loader)  # type: ignore[arg-type]
