@@ -21,9 +21,16 @@ from distill.experiment import run
 def main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
-    except DistillError as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra marks this job failed; the other jobs go on
+    except Exception as e:
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:  # Hydra marks this job failed and runs the others: log why
+            logging.getLogger("distill").error(  # (console and the job's train.log; a traceback for bugs)
+                "job %s failed (%s): %s", hc.job.num, " ".join(hc.overrides.task), e,
+                exc_info=not isinstance(e, DistillError),
+            )
+            raise
+        if not isinstance(e, DistillError):
+            raise
         logging.getLogger("distill").error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 2))

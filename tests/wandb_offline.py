@@ -53,7 +53,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         elif kind == "config":
             run["config"].update({i.key: json.loads(i.value_json) for i in r.config.update})
         elif kind == "summary":
-            run["summary"].update({i.key: json.loads(i.value_json) for i in r.summary.update if i.key})
+            # nested keys (e.g. "val/accuracy" -> {"max": ...}) come as a key path
+            run["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.summary.update})
         elif kind == "exit":
             run["exit_code"] = r.exit.exit_code
     return run
