@@ -77,7 +77,7 @@ def make_splits(
     n_validation: int = 256,
     n_test: int = 256,
     min_digits: int = 1,
-    max_digits: int = 3,
+    max_digits: int = 2,
     noise: float = 0.15,
     seed: int = 1234,
 ) -> DatasetDict:
