@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from distill.data import IGNORE_INDEX
+from distill.generation import GenerationSettings, generate_ids
 from distill.metrics import answer_accuracy
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -42,34 +43,17 @@ def causal_lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     return ce, int(mask.sum())
 
 
-@torch.no_grad()
 def generate_texts(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompt_input_ids: torch.Tensor,
     prompt_attention_mask: torch.Tensor,
     max_new_tokens: int,
-    **generate_kwargs: Any,
 ) -> list[str]:
-    """Batched generation from left-padded prompts, KV cache on; greedy unless told otherwise.
-
-    Returns the decoded continuations only (prompt and special tokens stripped).
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    kwargs = {"do_sample": False, **generate_kwargs}
-    out = model.generate(
-        input_ids=prompt_input_ids.to(device),
-        attention_mask=prompt_attention_mask.to(device),
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-        **kwargs,
-    )
-    model.train(was_training)
-    return tokenizer.batch_decode(out[:, prompt_input_ids.shape[1] :], skip_special_tokens=True)
+    """Greedy continuations of (B, P) left-padded prompts, decoded without special tokens
+    (batched, KV cache on: :func:`distill.generation.generate_ids`)."""
+    ids = generate_ids(model, tokenizer, prompt_input_ids, prompt_attention_mask, GenerationSettings(max_new_tokens))
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
 @torch.no_grad()
