@@ -7,17 +7,21 @@ line and exits non-zero.
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from distill import schemas
 from distill.errors import DistillError
 from distill.experiment import run
 
+schemas.register()  # the typed schemas the config files start from
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).parent / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
@@ -25,7 +29,10 @@ def main(cfg: DictConfig) -> float:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:  # Hydra marks this job failed and runs the others: log why
             logging.getLogger("distill").error(  # (console and the job's train.log; a traceback for bugs)
-                "job %s failed (%s): %s", hc.job.num, " ".join(hc.overrides.task), e,
+                "job %s failed (%s): %s",
+                hc.job.num,
+                " ".join(hc.overrides.task),
+                e,
                 exc_info=not isinstance(e, DistillError),
             )
             raise

@@ -1,6 +1,6 @@
 """Batched, KV-cached generation against one-prompt-at-a-time generation without a KV cache.
 
-    python benchmarks/generation_speed.py [--prompts 128] [--max-new-tokens 32] [--repeats 3] [--threads N]
+    python -m benchmarks.generation_speed [--prompts 128] [--max-new-tokens 32] [--repeats 3] [--threads N]
 
 Both variants decode greedily the same validation prompts of the embedded task with a teacher
 of the embedded size (GPT-2, 4 layers x 128 wide, random weights: speed does not depend on
@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distill.data.arithmetic import build_tokenizer, make_splits  # noqa: E402
-from distill.generation import GenerationSettings, generate_ids, left_pad  # noqa: E402
-from distill.models import from_config  # noqa: E402
+from distill.data.arithmetic import build_tokenizer, make_splits
+from distill.data.sequences import left_pad
+from distill.generation import GenerationSettings, generate_ids
+from distill.models import from_config
 
 TEACHER = dict(model_type="gpt2", n_layer=4, n_embd=128, n_head=4, n_positions=128)
 
@@ -47,9 +44,14 @@ def one_at_a_time(model, tokenizer, prompts: list[list[int]], max_new_tokens: in
     for p in prompts:
         ids = torch.tensor([p])
         out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens, do_sample=False, use_cache=False,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            use_cache=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         n += out.shape[1] - ids.shape[1]
     return n
@@ -85,10 +87,13 @@ def main() -> None:
         fast.append(t1 - t0)
         slow.append(t2 - t1)
         ratio = slow[-1] / fast[-1]
-        print(f"round {r + 1}: batched+cache {fast[-1]:.2f}s  one-at-a-time no cache {slow[-1]:.2f}s  ratio {ratio:.1f}x")
+        print(
+            f"round {r + 1}: batched+cache {fast[-1]:.2f}s  one-at-a-time no cache {slow[-1]:.2f}s  ratio {ratio:.1f}x"
+        )
     ratio = statistics.median(s / f for s, f in zip(slow, fast))
     print(
-        f"generation speed-up: {ratio:.1f}x (median of {args.repeats}; batched+KV cache {statistics.median(fast):.2f}s, "
+        f"generation speed-up: {ratio:.1f}x (median of {args.repeats}; "
+        f"batched+KV cache {statistics.median(fast):.2f}s, "
         f"one-at-a-time without cache {statistics.median(slow):.2f}s; "
         f"{len(prompts)} prompts x {args.max_new_tokens} new tokens, "
         f"{torch.get_num_threads()} threads) -> {'PASS' if ratio >= 5 else 'FAIL'} (>= 5x)"

@@ -1,6 +1,26 @@
-"""distill: knowledge distillation for language models, logit- and language-output-based."""
+"""distill: knowledge distillation for language models, logit- and language-output-based.
 
-from distill.distillers import BaseDistiller, Distiller, DistillerFactory, LogitDistiller, SupervisedDistiller
-from distill.losses import distillation_loss
+The public names are loaded on first use, so ``import distill.loop`` (or any lower layer)
+does not import the distillers.
+"""
 
-__all__ = ["BaseDistiller", "Distiller", "DistillerFactory", "LogitDistiller", "SupervisedDistiller", "distillation_loss"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "BaseDistiller": "distill.distillers",
+    "Distiller": "distill.distillers",
+    "DistillerFactory": "distill.distillers",
+    "LogitDistiller": "distill.distillers",
+    "SupervisedDistiller": "distill.distillers",
+    "distillation_loss": "distill.losses",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'distill' has no attribute {name!r}")

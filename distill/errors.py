@@ -17,3 +17,9 @@ def require(ok: bool, key: str, value: object, allowed: str) -> None:
     """Raise ``ConfigError("<key>=<value> is invalid: <allowed>")`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def require_fraction(key: str, value: object) -> None:
+    """``value`` must be a number in [0, 1] (a mixing weight such as alpha or lmbda)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    require(ok, key, value, "must be in [0, 1]")

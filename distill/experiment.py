@@ -1,7 +1,11 @@
 """One experiment, from a composed config to ``metrics.json``: what ``train.py`` runs.
 
-    validate config -> tokenizer -> data -> teacher, student -> distiller -> logger
+    checks -> tokenizer -> data -> student, teacher -> distiller -> logger
     -> loop (distill.loop.fit) -> evaluate teacher -> metrics.json + printed table
+
+The groups meet only through the runtime objects the runner passes to constructors that
+declare them: ``tokenizer`` and ``data`` to the ``model`` constructors; ``student_model``,
+``teacher_model``, ``tokenizer`` and the data's ``task`` and ``max_new_tokens`` to the distiller.
 """
 
 from __future__ import annotations
@@ -12,19 +16,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import datasets
+import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from transformers import set_seed
 
-import datasets
-import transformers
-
-from distill.config import build, validate_config
+from distill.data import TaskData
 from distill.evaluation import evaluate_model
-from distill.loop import TrainConfig, find_checkpoint, fit, read_checkpoint_state
-from distill.models import check_same_tokenizer, num_parameters
+from distill.loop import find_checkpoint, fit, read_checkpoint_state
+from distill.models import check_model_fits, check_same_tokenizer, num_parameters
+from distill.settings import TrainConfig
+from distill.wiring import build, runtime_kwargs, validate_config
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()  # our own bars (teacher, train, generation) are the ones to watch
@@ -38,7 +44,9 @@ def hydra_context() -> dict[str, Any]:
     hc = HydraConfig.get()
     sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
     return {
-        "overrides": list(hc.overrides.task), "output_dir": hc.runtime.output_dir, "sweep": sweep,
+        "overrides": list(hc.overrides.task),
+        "output_dir": hc.runtime.output_dir,
+        "sweep": sweep,
         "distiller": hc.runtime.choices.get("distiller"),
     }
 
@@ -64,6 +72,44 @@ def format_metrics(metrics: dict[str, float]) -> str:
     )
 
 
+def build_models(
+    cfg: DictConfig, tokenizer: Any, data: TaskData, need_teacher: bool
+) -> tuple[nn.Module, nn.Module | None]:
+    """The student (checked against the data before the teacher is loaded) and the teacher.
+
+    Both start from ``set_seed(cfg.seed)``, so neither depends on whether the other was built.
+    """
+    available = {"tokenizer": tokenizer, "data": data}
+    set_seed(cfg.seed)
+    student = build(cfg.model.student, **runtime_kwargs(cfg.model.student, available))
+    check_model_fits(student, "model.student", data.max_length, cfg.model.student)
+    if not need_teacher:
+        return student, None
+    set_seed(cfg.seed)
+    teacher = build(cfg.model.teacher, **runtime_kwargs(cfg.model.teacher, available))
+    check_model_fits(teacher, "model.teacher", data.max_length, cfg.model.teacher)
+    return student, teacher
+
+
+def make_logger(cfg: DictConfig, out: Path, ctx: dict[str, Any], distiller_name: str, resume: bool) -> Any:
+    """The ``logger`` group's logger, continuing the checkpoint's W&B run on resume."""
+    run_id = None
+    if resume and (ckpt := find_checkpoint(out)) is not None:
+        run_id = read_checkpoint_state(ckpt).get("wandb_run_id")
+    kwargs: dict[str, Any] = {
+        "dir": str(out),
+        "run_config": OmegaConf.to_container(cfg, resolve=True),
+        "run_id": run_id,
+    }
+    if "WandbLogger" in str(cfg.logger.get("_target_", "")):
+        kwargs.update(
+            name=cfg.logger.get("name") or run_name(distiller_name, ctx["overrides"]),
+            group=cfg.logger.get("group") or ctx["sweep"],
+            job_type=cfg.logger.get("job_type") or distiller_name,
+        )
+    return build(cfg.logger, _partial_=True)(**kwargs)  # the config dict is data, not nodes
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Run the experiment ``cfg`` writing into ``output_dir`` (the Hydra run dir by default).
 
@@ -71,53 +117,40 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """
     started = time.time()
     ctx = hydra_context()
-    out = Path(output_dir or ctx["output_dir"] or cfg.train.get("output_dir") or "outputs/run")
+    out = Path(output_dir or ctx["output_dir"] or "outputs/run")
     out.mkdir(parents=True, exist_ok=True)
     validate_config(cfg)
     set_seed(cfg.seed)
-
     distiller_cls = get_class(cfg.distiller._target_)
-    distiller_name = ctx["distiller"] or distiller_cls.__name__.removesuffix("Distiller").lower()
+    name = ctx["distiller"] or distiller_cls.__name__.removesuffix("Distiller").lower()
     tokenizer = build(cfg.model.tokenizer)
     if cfg.model.get("teacher_tokenizer") is not None:  # models with their own tokenizers must agree
         check_same_tokenizer(tokenizer, build(cfg.model.teacher_tokenizer))
     data = build(cfg.data, tokenizer=tokenizer)
-    teacher = None
-    if distiller_cls.requires_teacher or cfg.get("evaluate_teacher", True):
-        teacher = build(cfg.model.teacher, tokenizer=tokenizer)
-    set_seed(cfg.seed)  # the student's initialisation does not depend on whether a teacher was built
-    student = build(cfg.model.student, tokenizer=tokenizer)
-    distiller = build(
-        cfg.distiller, student_model=student, tokenizer=tokenizer,
+    student, teacher = build_models(cfg, tokenizer, data, distiller_cls.requires_teacher or cfg.evaluate_teacher)
+    available = {
+        "student_model": student,
+        "tokenizer": tokenizer,
+        "task": data.task,
+        "max_new_tokens": data.max_new_tokens,
         **({"teacher_model": teacher} if distiller_cls.requires_teacher else {}),
-    )
-
+    }
+    distiller = build(cfg.distiller, **runtime_kwargs(cfg.distiller, available))
     train_cfg = TrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), output_dir=str(out), seed=cfg.seed)
-    run_id = None
-    if train_cfg.resume and (ckpt := find_checkpoint(out)) is not None:
-        run_id = read_checkpoint_state(ckpt).get("wandb_run_id")
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    logger_kwargs: dict[str, Any] = {"dir": str(out), "run_config": resolved, "run_id": run_id}
-    if "WandbLogger" in str(cfg.logger.get("_target_", "")):
-        logger_kwargs.update(
-            name=cfg.logger.get("name") or run_name(distiller_name, ctx["overrides"]),
-            group=cfg.logger.get("group") or ctx["sweep"],
-            job_type=cfg.logger.get("job_type") or distiller_name,
-        )
-    logger = build(cfg.logger, _partial_=True)(**logger_kwargs)  # the config dict is data, not nodes
+    logger = make_logger(cfg, out, ctx, name, train_cfg.resume)
     try:
-        student_metrics = fit(
+        val = fit(
             distiller, data.train_loader(seed=cfg.seed), data.val_loader(), train_cfg, build(cfg.optimizer), logger
         )
-        metrics = {f"student/{k}": v for k, v in student_metrics.items()}
+        metrics: dict[str, Any] = {f"student/{k}": v for k, v in val.items()}
         metrics["student/params"] = num_parameters(student)
         if teacher is not None:
-            teacher_metrics, _ = evaluate_model(teacher, data.val_loader(), tokenizer, data.max_new_tokens)
+            teacher_metrics, _ = evaluate_model(teacher, data.val_loader(), tokenizer, data.max_new_tokens, data.task)
             metrics.update({f"teacher/{k}": v for k, v in teacher_metrics.items()})
             metrics["teacher/params"] = num_parameters(teacher)
         metrics["wall_time_s"] = round(time.time() - started, 1)
         logger.summary(metrics)
-        record = {**metrics, "distiller": distiller_name, "overrides": ctx["overrides"]}
+        record = {**metrics, "distiller": name, "overrides": ctx["overrides"]}
         (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"\nFinal validation metrics\n{format_metrics(metrics)}\nwritten to {out / 'metrics.json'}")
     except BaseException as e:

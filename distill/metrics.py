@@ -23,7 +23,9 @@ def answer_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> float
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
     if not answers:
         return 0.0
-    hits = sum(extract_answer(p) is not None and extract_answer(p) == extract_answer(a) for p, a in zip(predictions, answers))
+    hits = sum(
+        extract_answer(p) is not None and extract_answer(p) == extract_answer(a) for p, a in zip(predictions, answers)
+    )
     return hits / len(answers)
 
 
@@ -72,7 +74,10 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     if not references:
         return 0.0
     scorer = _rouge_scorer()
-    scores = [1.0 if p.strip() == r.strip() else scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
+    scores = [
+        1.0 if p.strip() == r.strip() else scorer.score(r, p)["rougeL"].fmeasure
+        for p, r in zip(predictions, references)
+    ]
     return sum(scores) / len(scores)
 
 

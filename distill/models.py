@@ -1,4 +1,4 @@
-"""Model and tokenizer constructors named by the ``model`` config group.
+"""Model and tokenizer constructors named by the ``model`` config group, and facts about a model.
 
 Every constructor takes the shared ``tokenizer`` (the runner passes it), so tiny models built
 from a config get the right vocabulary size and special-token ids, and every load error is one
@@ -16,18 +16,19 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from distill.errors import ConfigError, DistillError, require
 
-TASKS = {"causal_lm": AutoModelForCausalLM, "classification": AutoModelForSequenceClassification}
+AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "classification": AutoModelForSequenceClassification}
 
 
 def _auto_class(task: str):
-    require(task in TASKS, "model task", task, f"must be one of {', '.join(TASKS)}")
-    return TASKS[task]
+    require(task in AUTO_CLASSES, "model task", task, f"must be one of {', '.join(AUTO_CLASSES)}")
+    return AUTO_CLASSES[task]
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -48,7 +49,9 @@ def from_config(
         config.setdefault("vocab_size", len(tokenizer))
         config.setdefault("pad_token_id", tokenizer.pad_token_id)
         config.setdefault("eos_token_id", tokenizer.eos_token_id)
-        config.setdefault("bos_token_id", tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id)
+        config.setdefault(
+            "bos_token_id", tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
     try:
         model_config = AutoConfig.for_model(model_type, **config)
     except ValueError as e:
@@ -111,3 +114,73 @@ def check_same_tokenizer(student_tok: PreTrainedTokenizerBase, teacher_tok: PreT
             f"teacher tokenizer ({len(teacher_tok)} tokens) and student tokenizer ({len(student_tok)} tokens) "
             "differ: logit distillation needs one shared vocabulary"
         )
+
+
+# ----------------------------------------------------------------------------- facts about a model
+
+
+def model_task(model: nn.Module) -> str:
+    """``causal_lm`` for a model with an output embedding (an LM head), else ``classification``."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return "causal_lm" if head is not None else "classification"
+
+
+def output_width(model: nn.Module) -> int:
+    """Width of the model's logits: the LM head's rows, or the number of classes."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.num_labels)
+
+
+def shared_width(
+    teacher: nn.Module, student: nn.Module, tokenizer: PreTrainedTokenizerBase | None, max_padding: int = 1024
+) -> int:
+    """The logit width teacher and student share; raises one clear error on a real mismatch.
+
+    Models often pad their embedding matrix past the tokenizer's size (Qwen2.5: 151,936 or
+    152,064 rows for 151,665 tokens). Such padding rows are never real tokens, so logits are
+    sliced to the smaller width when both models cover the tokenizer and neither pads it by
+    more than ``max_padding`` rows. Anything else means different vocabularies.
+    """
+    t, s = output_width(teacher), output_width(student)
+    if t == s:
+        return s
+    n_tok = len(tokenizer) if tokenizer is not None else None
+    if n_tok is not None and min(t, s) >= n_tok and max(t, s) - n_tok <= max_padding:
+        return min(t, s)
+    covers = f" for a tokenizer of {n_tok} tokens" if n_tok is not None else ""
+    raise ConfigError(
+        f"teacher vocabulary size {t} and student vocabulary size {s} do not match{covers}: "
+        "teacher and student must share one tokenizer (pick a model pair from the same family)"
+    )
+
+
+def _config_key(config: PretrainedConfig, canonical: str, node_keys: Any) -> tuple[str, Any]:
+    """The name a config node uses for ``canonical`` (e.g. ``n_layer`` for ``num_hidden_layers``)."""
+    alias = getattr(config, "attribute_map", {}).get(canonical)
+    for name in (alias, canonical):
+        if name in (node_keys or ()):
+            return name, getattr(config, canonical, None)
+    return canonical, getattr(config, canonical, None)
+
+
+def check_model_fits(model: nn.Module, key: str, max_length: int, node_keys: Any = None) -> None:
+    """Refuse, naming the config key, a model with no layers or a context shorter than the data.
+
+    ``key`` is the model's config path (``model.student``); ``node_keys`` the keys its node
+    sets, so the message names the one the user wrote (``n_positions`` rather than
+    ``max_position_embeddings``).
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    name, layers = _config_key(config, "num_hidden_layers", node_keys)
+    require(layers is None or layers > 0, f"{key}.{name}", layers, "a model needs at least one layer")
+    name, context = _config_key(config, "max_position_embeddings", node_keys)
+    require(
+        context is None or context >= max_length,
+        f"{key}.{name}",
+        context,
+        f"the model's context is shorter than data.max_length={max_length}",
+    )

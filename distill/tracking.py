@@ -84,8 +84,17 @@ class WandbLogger(NullLogger):
         self.mode = resolve_mode(mode)
         Path(dir).mkdir(parents=True, exist_ok=True)
         kwargs = dict(
-            project=project, entity=entity, group=group, job_type=job_type, name=name, tags=list(tags or []),
-            notes=notes, dir=str(dir), config=run_config, id=run_id, resume="allow" if run_id else None,
+            project=project,
+            entity=entity,
+            group=group,
+            job_type=job_type,
+            name=name,
+            tags=list(tags or []),
+            notes=notes,
+            dir=str(dir),
+            config=run_config,
+            id=run_id,
+            resume="allow" if run_id else None,
         )
         self.run = None
         for attempt in dict.fromkeys((self.mode, "offline", "disabled")):

@@ -8,19 +8,23 @@ from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForSequenceClassification
 
 from distill import BaseDistiller, DistillerFactory, LogitDistiller, distillation_loss
-from distill.data import TaskData
-from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.distillers import SupervisedDistiller
 from distill.errors import ConfigError
-from distill.models import from_config
+from tests.conftest import gpt2, task_data
 
 
 def tiny_bert(layers: int, seed: int) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     cfg = BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=32, num_labels=2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     return BertForSequenceClassification(cfg)
 
@@ -45,8 +49,17 @@ def test_seed_quick_start_trains_only_the_student():
     train_loader, val_loader = sentiment_batches(320, 0), sentiment_batches(64, 1)
 
     distiller = DistillerFactory.create_distiller(
-        mode="logit", teacher_model=teacher, student_model=student,
-        config={"temperature": 2.0, "alpha": 0.7, "learning_rate": 3e-3, "max_steps": 30, "eval_every": 15, "progress": False},
+        mode="logit",
+        teacher_model=teacher,
+        student_model=student,
+        config={
+            "temperature": 2.0,
+            "alpha": 0.7,
+            "learning_rate": 3e-3,
+            "max_steps": 30,
+            "eval_every": 15,
+            "progress": False,
+        },
     )
     assert isinstance(distiller, BaseDistiller) and isinstance(distiller, LogitDistiller)
     metrics = distiller.train(train_loader, val_loader)
@@ -68,23 +81,14 @@ def test_classifier_loss_is_alpha_mix_of_kd_and_ce():
     kd = distillation_loss(s, t, divergence="reverse_kl", temperature=3.0)
     ce = F.cross_entropy(s, batch["labels"])
     assert out.loss.item() == pytest.approx(0.25 * kd.item() + 0.75 * ce.item(), rel=1e-5)
-    assert out.parts["kd"] == pytest.approx(kd.item(), rel=1e-5) and out.parts["ce"] == pytest.approx(ce.item(), rel=1e-5)
+    assert out.parts["kd"] == pytest.approx(kd.item(), rel=1e-5) and out.parts["ce"] == pytest.approx(
+        ce.item(), rel=1e-5
+    )
 
 
 @pytest.fixture(scope="module")
-def arithmetic():
-    tok = build_tokenizer()
-    data = TaskData(make_splits(n_train=64, n_validation=8, n_test=8), tok, max_length=64, batch_size=8)
-    return tok, data
-
-
-def gpt2(tok, seed, vocab_size=None, n_embd=32):
-    torch.manual_seed(seed)
-    kwargs = {"vocab_size": vocab_size} if vocab_size else {}
-    return from_config(
-        "gpt2", tokenizer=tok, n_layer=1, n_embd=n_embd, n_head=2, n_positions=96,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kwargs,
-    )
+def arithmetic(tok):
+    return tok, task_data(tok)
 
 
 def test_causal_loss_uses_response_tokens_only(arithmetic):
@@ -112,11 +116,21 @@ def test_causal_loss_uses_response_tokens_only(arithmetic):
 def test_padded_teacher_vocabulary_is_sliced(arithmetic):
     tok, data = arithmetic
     teacher = gpt2(tok, 0, vocab_size=len(tok) + 28)  # padded embedding rows, as Qwen2.5 has
+    with torch.no_grad():
+        teacher.lm_head.weight[len(tok) :] = 0.0
+        teacher.transformer.wte.weight[len(tok) :] = 0.0
     student = gpt2(tok, 1)
-    d = LogitDistiller(student, teacher, tok)
+    d = LogitDistiller(student, teacher, tok, alpha=1.0)
     assert d.width == len(tok)
-    out = d.compute_loss(next(iter(data.train_loader())))
-    assert torch.isfinite(out.loss)
+    batch = next(iter(data.train_loader()))
+    loss = d.compute_loss(batch).loss
+    # the same teacher without its padding rows gives the same loss: they never enter the divergence
+    trimmed = gpt2(tok, 0)
+    vocab_rows = ("transformer.wte.weight", "lm_head.weight")
+    trimmed.load_state_dict({k: v[: len(tok)] if k in vocab_rows else v for k, v in teacher.state_dict().items()})
+    assert loss.item() == pytest.approx(
+        LogitDistiller(student, trimmed, tok, alpha=1.0).compute_loss(batch).loss.item(), rel=1e-6
+    )
 
 
 def test_vocabulary_mismatch_fails_naming_both_sizes(arithmetic):
@@ -135,11 +149,15 @@ def test_factory_errors_and_registration(arithmetic):
     with pytest.raises(ConfigError, match="mode='magic'"):
         DistillerFactory.create_distiller(mode="magic", teacher_model=teacher, student_model=student)
     with pytest.raises(ConfigError, match="temprature"):
-        DistillerFactory.create_distiller(mode="logit", teacher_model=teacher, student_model=student, config={"temprature": 2})
+        DistillerFactory.create_distiller(
+            mode="logit", teacher_model=teacher, student_model=student, config={"temprature": 2}
+        )
     with pytest.raises(ConfigError, match="teacher_model"):
         DistillerFactory.create_distiller(mode="logit", student_model=student)
-    with pytest.raises(ConfigError, match="distiller.alpha"):
-        DistillerFactory.create_distiller(mode="logit", teacher_model=teacher, student_model=student, config={"alpha": 2})
+    with pytest.raises(ConfigError, match=r"distiller\.alpha"):
+        DistillerFactory.create_distiller(
+            mode="logit", teacher_model=teacher, student_model=student, config={"alpha": 2}
+        )
 
     class HalfCE(SupervisedDistiller):
         def compute_loss(self, batch):
@@ -165,7 +183,9 @@ class ScaledSupervised(SupervisedDistiller):
 
 def test_custom_distiller_by_target(arithmetic):
     tok, _ = arithmetic
-    d = instantiate({"_target_": "tests.test_api.ScaledSupervised", "scale": 0.5}, student_model=gpt2(tok, 0), tokenizer=tok)
+    d = instantiate(
+        {"_target_": "tests.test_api.ScaledSupervised", "scale": 0.5}, student_model=gpt2(tok, 0), tokenizer=tok
+    )
     assert isinstance(d, ScaledSupervised) and d.scale == 0.5
 
 

@@ -1,15 +1,22 @@
-"""Every config option composes, every _target_ resolves, and start-up validation rejects bad values."""
+"""Every config option composes (the glob idea of lightning-hydra-template), every _target_
+imports, the schemas type the groups, and start-up validation rejects bad values in one line."""
 
-from pathlib import Path
+from __future__ import annotations
+
+import os
 
 import pytest
+from hydra.errors import ConfigCompositionException
 from hydra.utils import get_object
 from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
-from distill.config import validate_config
 from distill.errors import ConfigError
+from distill.settings import TrainSettings
+from distill.wiring import validate_config
+from tests.conftest import CONF, compose
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("model", "distiller", "data", "optimizer", "logger")
 
 
 def options(group: str) -> list[str]:
@@ -25,39 +32,68 @@ def targets(node, path=""):
 
 
 @pytest.mark.parametrize(
-    "override",
-    [f"{g}={o}" for g in ("model", "distiller", "data", "optimizer", "logger") for o in options(g)]
-    + [f"experiment={o}" for o in options("experiment")],
+    "overrides",
+    [[f"{g}={o}"] for g in GROUPS for o in options(g)]
+    + [[f"experiment={o}"] for o in options("experiment")]
+    + [[f"debug={o}"] for o in options("debug")]
+    + [[f"experiment={e}", f"debug={d}"] for e in options("experiment") for d in options("debug")],
+    ids=" ".join,
 )
-def test_every_option_composes_and_validates(compose, override):
-    cfg = compose(override)
-    for group in ("model", "distiller", "data", "optimizer", "logger"):
+def test_every_option_composes_and_validates(overrides):
+    cfg = compose(*overrides)
+    for group in GROUPS:
         assert group in cfg
     for path, target in targets(cfg):
-        assert get_object(target) is not None, f"{path}: {target}"
-    if override.startswith("model=") and override != "model=embedded":
-        return  # hub models: composing is what can be checked offline (keys are checked below)
-    validate_config(cfg)
+        assert callable(get_object(target)), f"{path}: {target}"
+    hub = (
+        any(o.startswith("model=") and o != "model=embedded" for o in overrides) or "experiment=bert_sst2" in overrides
+    )
+    if not hub:  # hub models need the network to build; composing and key checks are what runs offline
+        validate_config(cfg)
 
 
-def test_default_has_targets_in_every_group(compose):
+def test_hparams_search_presets_compose_as_multiruns():
+    for option in options("hparams_search"):
+        cfg = compose(f"hparams_search={option}", return_hydra_config=True)
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+        assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+        assert cfg.monitor == "accuracy"
+
+
+def test_debug_smoke_stacks_on_an_experiment():
+    cfg = compose("experiment=bert_sst2", "debug=smoke")
+    assert cfg.train.max_steps == 12 and cfg.data.max_train_examples == 512
+    assert cfg.distiller.temperature == 4.0 and cfg.data.task == "classification"  # the experiment stays
+
+
+def test_defaults_come_from_the_schemas():
     cfg = compose()
-    for group in ("distiller", "data", "optimizer", "logger"):
-        assert "_target_" in cfg[group], group
-    for part in ("tokenizer", "teacher", "student"):
-        assert "_target_" in cfg.model[part]
+    assert OmegaConf.get_type(cfg.train) is TrainSettings
+    assert cfg.train.max_steps == TrainSettings.max_steps and cfg.train.eval_every == TrainSettings.eval_every
+    assert cfg.distiller._target_ == "distill.distillers.LogitDistiller"
+    assert (cfg.distiller.temperature, cfg.distiller.alpha, cfg.distiller.divergence) == (2.0, 0.5, "forward_kl")
+    assert cfg.data._target_ == "distill.data.TaskData" and cfg.data.max_length == 96
     assert cfg.optimizer._partial_ is True
-    assert cfg.distiller._target_.endswith("LogitDistiller")
+    assert cfg.paths.cache_dir == os.environ["DISTILL_CACHE"]  # the resolver reads it: set once, in Python
 
 
-def test_documented_overrides_compose(compose):
-    cfg = compose("distiller=supervised")
-    assert cfg.distiller._target_.endswith("SupervisedDistiller")
-    cfg = compose("distiller.divergence=jsd", "distiller.beta=0.3")
-    validate_config(cfg)
-    assert (cfg.distiller.divergence, cfg.distiller.beta) == ("jsd", 0.3)
-    cfg = compose("experiment=bert_sst2")
-    assert cfg.data.task == "classification" and cfg.model.student.num_hidden_layers == 6
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("train.max_steps=abc", ValidationError),  # wrong type
+        ("train.max_stpes=5", ConfigCompositionException),  # unknown key
+        ("distiller.temprature=2", ConfigCompositionException),
+        ("distiller.alpha=high", ValidationError),
+        ("data.batch_size=1.5", ValidationError),
+        ("experiment=any_typo", ConfigCompositionException),
+    ],
+)
+def test_hydra_refuses_types_and_unknown_keys(override, error):
+    with pytest.raises((error, ConfigCompositionException)) as info:
+        compose(override)
+    key = override.split("=")[0]
+    text = f"{info.value} {info.value.__cause__ or ''}"
+    assert key.split(".")[-1] in text or "any_typo" in text
 
 
 @pytest.mark.parametrize(
@@ -66,18 +102,30 @@ def test_documented_overrides_compose(compose):
         (["distiller.temperature=0"], "distiller.temperature"),
         (["distiller.alpha=1.5"], "distiller.alpha"),
         (["distiller.divergence=jsd", "distiller.beta=2"], "distiller.beta"),
+        (["distiller.divergence=jsd", "distiller.beta=0"], "distiller.beta"),
         (["distiller.divergence=kl_magic"], "distiller.divergence"),
         (["+distiller.temprature=2"], "distiller.temprature"),
+        (["+train.seed=1"], "train.seed"),
+        (["+train.output_dir=x"], "train.output_dir"),
+        (["+train.lr=0.1"], "train.lr"),
         (["train.max_steps=-5"], "train.max_steps"),
+        (["train.max_grad_norm=0"], "train.max_grad_norm"),
         (["train.on_nonfinite=ignore"], "train.on_nonfinite"),
-        (["data.batch_size=0"], "data.batch_size"),
-        (["data.max_length=0"], "data.max_length"),
         (["+data.source.n_trian=5"], "data.source.n_trian"),
         (["optimizer.lr=-1"], "optimizer.lr"),
+        (["distiller=onpolicy", "distiller.lmbda=2"], "distiller.lmbda"),
+        (["distiller=language", "distiller.top_p=0"], "distiller.top_p"),
     ],
 )
-def test_bad_values_name_the_key(compose, overrides, key):
+def test_bad_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
         validate_config(compose(*overrides))
     message = str(err.value)
     assert key in message and "\n" not in message
+
+
+def test_runner_keys_say_where_to_set_them():
+    with pytest.raises(ConfigError, match=r"train.seed is set by the runner: set the top-level seed"):
+        validate_config(compose("+train.seed=1"))
+    with pytest.raises(ConfigError, match=r"train.output_dir is set by the runner: set hydra.run.dir"):
+        validate_config(compose("+train.output_dir=x"))

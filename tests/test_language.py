@@ -4,9 +4,6 @@ text validation, and ``python train.py distiller=language|onpolicy`` end to end.
 import copy
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +12,14 @@ import torch.nn.functional as F
 
 from distill.data import IGNORE_INDEX, TaskData
 from distill.data.arithmetic import build_tokenizer, make_splits
+from distill.data.sequences import left_pad, truncate_at_eos
 from distill.distillers import DistillerFactory, LanguageDistiller, OnPolicyDistiller
-from distill.distillers.onpolicy import on_policy_batch
+from distill.distillers.sources import on_policy_batch
 from distill.errors import ConfigError
-from distill.generation import GenerationSettings, generate_completions, generate_ids, left_pad, truncate_at_eos
-from distill.models import from_config
+from distill.generation import GenerationSettings, generate_completions, generate_ids
+from tests.conftest import cli, read_jsonl
+from tests.conftest import gpt2 as _gpt2
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXT_KEYS = ("bleu", "chrf", "rougeL", "exact_match")
 VALIDATE_KEYS = {"loss", "accuracy", *TEXT_KEYS, *(f"agreement_{k}" for k in TEXT_KEYS)}
 
@@ -35,18 +33,7 @@ def tokenizer(pad_is_eos: bool = False):
 
 
 def gpt2(tok, seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    arch = {"model_type": "gpt2", "n_layer": kw.pop("n_layer", 1), "n_embd": 32, "n_head": 2, "n_positions": 128}
-    return from_config(tokenizer=tok, **arch, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **kw)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy machine can be ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return _gpt2(tok, seed, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +114,8 @@ def test_language_loss_is_ce_on_teacher_completion_only(splits, cache_dir, pad_i
     # known teacher completions of different lengths, one of them without EOS (budget reached)
     completions = [[10, 11, eos], [12, eos], [13, 14, 15]] * 3
     for prompt, completion in zip(batch["prompts"], completions):
-        distiller.completions[prompt] = [completion]
-    seq = distiller.teacher_batch(batch)
+        distiller.teacher_completions.completions[prompt] = [completion]
+    seq = distiller.teacher_completions.sequences(batch, distiller.device)
     loss = distiller.compute_loss(batch).loss
 
     expected, n = torch.zeros(()), 0
@@ -205,7 +192,7 @@ def test_prompts_missing_from_prepare_are_generated_per_batch(splits, cache_dir,
     batch = next(iter(data.train_loader()))
     distiller.compute_loss(batch)
     distiller.compute_loss(batch)
-    assert len(calls) == 1 and set(batch["prompts"]) <= set(distiller.completions)
+    assert len(calls) == 1 and set(batch["prompts"]) <= set(distiller.teacher_completions.completions)
     assert not Path(cache_dir).exists()  # nothing cached on disk without prepare()
 
 
@@ -234,19 +221,25 @@ def test_factory_and_config_errors(cache_dir):
     tok = tokenizer()
     teacher, student = gpt2(tok, 2), gpt2(tok, 1)
     d = DistillerFactory.create_distiller(
-        mode="language", teacher_model=teacher, student_model=student, tokenizer=tok,
+        mode="language",
+        teacher_model=teacher,
+        student_model=student,
+        tokenizer=tok,
         config={"temperature": 1.0, "max_length": 128, "cache_dir": cache_dir},
     )
-    assert isinstance(d, LanguageDistiller) and d.settings.max_new_tokens == 128 and not d.settings.do_sample
-    assert isinstance(DistillerFactory.create_distiller("onpolicy", teacher, student, tok, {"lmbda": 0.3}), OnPolicyDistiller)
+    settings = d.teacher_completions.settings
+    assert isinstance(d, LanguageDistiller) and settings.max_new_tokens == 128 and not settings.do_sample
+    assert isinstance(
+        DistillerFactory.create_distiller("onpolicy", teacher, student, tok, {"lmbda": 0.3}), OnPolicyDistiller
+    )
     for mode in ("language", "onpolicy"):
         with pytest.raises(ConfigError, match="needs a tokenizer"):
             DistillerFactory.create_distiller(mode=mode, teacher_model=teacher, student_model=student, config={})
     with pytest.raises(ConfigError, match="num_samples"):
         LanguageDistiller(student, teacher, tok, num_samples=2)
-    with pytest.raises(ConfigError, match="distiller.top_p"):
+    with pytest.raises(ConfigError, match=r"distiller\.top_p"):
         LanguageDistiller(student, teacher, tok, top_p=0.0)
-    with pytest.raises(ConfigError, match="distiller.lmbda"):
+    with pytest.raises(ConfigError, match=r"distiller\.lmbda"):
         OnPolicyDistiller(student, teacher, tok, lmbda=1.5)
 
 
@@ -254,12 +247,21 @@ def test_sampled_completions_num_samples_each_become_a_sequence(splits, cache_di
     tok = tokenizer()
     data = task_data(splits, tok)
     distiller = LanguageDistiller(
-        gpt2(tok, 1), gpt2(tok, 2), tok, cache_dir=cache_dir, max_length=6, do_sample=True, num_samples=3, temperature=1.5,
+        gpt2(tok, 1),
+        gpt2(tok, 2),
+        tok,
+        cache_dir=cache_dir,
+        max_length=6,
+        do_sample=True,
+        num_samples=3,
+        temperature=1.5,
     )
     distiller.prepare(data.train_loader())
-    assert all(len(c) == 3 for c in distiller.completions.values())
+    assert all(len(c) == 3 for c in distiller.teacher_completions.completions.values())
     batch = next(iter(data.train_loader()))
-    assert distiller.teacher_batch(batch)["input_ids"].shape[0] == 3 * len(batch["prompts"])
+    assert distiller.teacher_completions.sequences(batch, distiller.device)["input_ids"].shape[0] == 3 * len(
+        batch["prompts"]
+    )
 
 
 # ----------------------------------------------------------------------------- on-policy
@@ -290,16 +292,22 @@ def test_onpolicy_loss_is_divergence_on_generated_tokens(splits, cache_dir, monk
     data = task_data(splits, tok)
     batch = next(iter(data.train_loader()))
     d = OnPolicyDistiller(
-        gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=6, divergence="forward_kl", cache_dir=cache_dir,
+        gpt2(tok, 1),
+        gpt2(tok, 2),
+        tok,
+        lmbda=1.0,
+        max_length=6,
+        divergence="forward_kl",
+        cache_dir=cache_dir,
     )
     eos = tok.eos_token_id
     fixed = torch.tensor([[50, 51, eos, 52, 53, 54]] * len(batch["prompts"]))  # tokens after EOS must not count
-    monkeypatch.setattr("distill.distillers.onpolicy.generate_ids", lambda *a, **k: fixed)
+    monkeypatch.setattr("distill.distillers.sources.generate_ids", lambda *a, **k: fixed)
     loss = d.compute_loss(batch).loss
     expected = []
     for row, m in zip(batch["prompt_input_ids"], batch["prompt_attention_mask"]):
         prompt = row[m.bool()].tolist()
-        ids = torch.tensor([prompt + [50, 51, eos]])
+        ids = torch.tensor([[*prompt, 50, 51, eos]])
         with torch.no_grad():
             s = torch.log_softmax(d.student(input_ids=ids).logits[0, len(prompt) - 1 : -1], -1)
             t = torch.log_softmax(d.teacher(input_ids=ids).logits[0, len(prompt) - 1 : -1], -1)
@@ -310,26 +318,26 @@ def test_onpolicy_loss_is_divergence_on_generated_tokens(splits, cache_dir, monk
 # ----------------------------------------------------------------------------- end to end
 
 
-def train(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", "experiment=smoke", "logger=none", "train.progress=false", *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"},
-    )
-
-
 def test_train_py_language_then_onpolicy(tmp_path):
     for distiller in ("language", "onpolicy"):
         out = tmp_path / distiller
         # short: 6 steps, one validation, 8-token teacher/student completions in training
-        proc = train(f"distiller={distiller}", "distiller.max_length=8", "train.max_steps=6", f"hydra.run.dir={out}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = cli(
+            "experiment=smoke",
+            "logger=none",
+            "train.progress=false",
+            f"distiller={distiller}",
+            "distiller.max_length=8",
+            "train.max_steps=6",
+            f"hydra.run.dir={out}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
         for key in ("accuracy", "loss", *TEXT_KEYS, *(f"agreement_{k}" for k in TEXT_KEYS)):
             assert f"student/{key}" in metrics, key
-        assert metrics["distiller"] == distiller and "agreement_bleu" in proc.stdout  # the printed table
-        history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+        assert metrics["distiller"] == distiller and "agreement_bleu" in result.stdout  # the printed table
+        history = read_jsonl(out / "history.jsonl")
         assert any("val/agreement_chrf" in h for h in history)
         assert any(("train/ce_teacher" if distiller == "language" else "train/on_policy") in h for h in history)
     # the on-policy run scores against the same teacher outputs: the language run cached them
-    assert "teacher generations: using cache" in proc.stdout
+    assert "teacher generations: using cache" in result.stdout

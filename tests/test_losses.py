@@ -1,12 +1,14 @@
-"""distillation_loss against references computed independently in float64 NumPy."""
+"""distillation_loss against references computed independently in float64 NumPy, and the objective."""
 
 import math
+import zlib
 
 import numpy as np
 import pytest
 import torch
 
-from distill.losses import DIVERGENCES, distillation_loss
+from distill.errors import ConfigError
+from distill.losses import DIVERGENCES, Objective, distillation_loss, objective_loss
 
 
 def _softmax(x: np.ndarray, t: float) -> np.ndarray:
@@ -41,7 +43,7 @@ def reference(s: np.ndarray, t: np.ndarray, mask, divergence: str, temperature: 
 @pytest.mark.parametrize("shape", [(3, 5, 11), (6, 4)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_matches_reference(divergence, temperature, shape, masked):
-    rng = np.random.default_rng(hash((divergence, temperature, shape, masked)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((divergence, temperature, shape, masked)).encode()))
     s = rng.normal(size=shape) * 3
     t = rng.normal(size=shape) * 3
     mask = (rng.random(shape[:-1]) > 0.4) if masked else None
@@ -49,9 +51,12 @@ def test_matches_reference(divergence, temperature, shape, masked):
         mask.flat[0] = True
     beta = 0.3
     got = distillation_loss(
-        torch.tensor(s, dtype=torch.float32), torch.tensor(t, dtype=torch.float32),
+        torch.tensor(s, dtype=torch.float32),
+        torch.tensor(t, dtype=torch.float32),
         None if mask is None else torch.tensor(mask),
-        divergence=divergence, temperature=temperature, beta=beta,
+        divergence=divergence,
+        temperature=temperature,
+        beta=beta,
     )
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(reference(s, t, mask, divergence, temperature, beta), abs=1e-5, rel=1e-5)
@@ -77,7 +82,8 @@ def test_hand_computed_values_and_t_squared_scaling():
 
 
 def test_mask_ignores_positions_and_empty_mask_is_zero():
-    s, t = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 3, 7, generator=g), torch.randn(2, 3, 7, generator=g)
     mask = torch.tensor([[1, 0, 0], [0, 0, 1]])
     expected = distillation_loss(torch.stack([s[0, 0], s[1, 2]]), torch.stack([t[0, 0], t[1, 2]]))
     assert distillation_loss(s, t, mask).item() == pytest.approx(expected.item(), abs=1e-6)
@@ -88,8 +94,9 @@ def test_mask_ignores_positions_and_empty_mask_is_zero():
 
 
 def test_float32_for_half_inputs_and_gradients_flow():
-    s = torch.randn(4, 9, dtype=torch.bfloat16, requires_grad=True)
-    t = torch.randn(4, 9, dtype=torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(4, 9, generator=g).bfloat16().requires_grad_()
+    t = torch.randn(4, 9, generator=g).bfloat16()
     loss = distillation_loss(s, t, temperature=2.0)
     assert loss.dtype == torch.float32
     loss.backward()
@@ -97,18 +104,80 @@ def test_float32_for_half_inputs_and_gradients_flow():
 
 
 def test_identical_distributions_give_zero():
-    x = torch.randn(5, 13)
+    x = torch.randn(5, 13, generator=torch.Generator().manual_seed(2))
     for d in DIVERGENCES:
         assert distillation_loss(x, x.clone(), divergence=d, temperature=3.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bad_arguments():
-    x = torch.randn(2, 3)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(3))
     with pytest.raises(ValueError, match="divergence"):
         distillation_loss(x, x, divergence="kl_magic")
     with pytest.raises(ValueError, match="temperature"):
         distillation_loss(x, x, temperature=0.0)
     with pytest.raises(ValueError, match="same shape"):
-        distillation_loss(x, torch.randn(2, 4))
+        distillation_loss(x, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="mask"):
         distillation_loss(x, x, torch.ones(3))
+
+
+# ----------------------------------------------------------------------------- the objective
+
+
+def _logits(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+def test_objective_is_the_weighted_sum_and_logs_both_parts():
+    s, t = _logits(6, 11, seed=0), _logits(6, 11, seed=1)
+    y = torch.tensor([0, 3, 5, 10, 2, 2])
+    obj = Objective(kd_weight=0.3, ce_weight=0.7, divergence="reverse_kl", temperature=2.0)
+    parts = objective_loss(s, t, y, obj)
+    kd = distillation_loss(s, t, divergence="reverse_kl", temperature=2.0)
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert parts["kd"].item() == pytest.approx(kd.item(), rel=1e-6)
+    assert parts["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(0.3 * kd.item() + 0.7 * ce.item(), rel=1e-6)
+    summed = objective_loss(s, None, y, Objective(), reduction="sum")
+    assert summed["loss"].item() == pytest.approx(6 * ce.item(), rel=1e-6) and "kd" not in summed
+
+
+def test_zero_weight_term_is_logged_but_has_no_gradient():
+    s = _logits(4, 7, seed=2).requires_grad_()
+    t, y = _logits(4, 7, seed=3), torch.tensor([1, 2, 3, 4])
+    parts = objective_loss(s, t, y, Objective(kd_weight=1.0, ce_weight=0.0))
+    parts["loss"].backward()
+    expected = s.detach().clone().requires_grad_()
+    distillation_loss(expected, t).backward()
+    assert parts["ce"].item() > 0
+    assert torch.equal(s.grad, expected.grad)
+
+
+def test_width_slices_padded_vocabulary_for_the_divergence_only():
+    s, t = _logits(5, 9, seed=4), _logits(5, 12, seed=5)  # the teacher pads 3 extra rows
+    t[:, 9:] = 50.0  # huge logits on the padding rows: they must not count
+    y = torch.tensor([0, 1, 2, 3, 4])
+    parts = objective_loss(s, t, y, Objective(kd_weight=1.0, ce_weight=1.0), width=9)
+    assert parts["kd"].item() == pytest.approx(distillation_loss(s, t[:, :9]).item(), rel=1e-6)
+    assert parts["ce"].item() == pytest.approx(torch.nn.functional.cross_entropy(s, y).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"divergence": "jsd", "beta": 0.0}, "distiller.beta"),
+        ({"divergence": "jsd", "beta": 1.0}, "distiller.beta"),
+        ({"temperature": 0.0}, "distiller.temperature"),
+        ({"divergence": "kl"}, "distiller.divergence"),
+        ({"kd_weight": -1.0}, "kd_weight"),
+    ],
+)
+def test_objective_refuses_degenerate_settings(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        Objective(**kwargs)
+    Objective(divergence="forward_kl", beta=0.0)  # beta only matters for jsd
+
+
+def test_objective_with_nothing_to_optimise_is_an_error():
+    with pytest.raises(ValueError, match="no term"):
+        objective_loss(_logits(2, 3, seed=6), None, None, Objective())

@@ -52,7 +52,10 @@ def test_exact_match_strips_outer_whitespace_only():
 
 def test_prefix_and_length_check():
     assert set(text_metrics(["a"], ["a"], prefix="agreement_")) == {
-        "agreement_bleu", "agreement_chrf", "agreement_rougeL", "agreement_exact_match",
+        "agreement_bleu",
+        "agreement_chrf",
+        "agreement_rougeL",
+        "agreement_exact_match",
     }
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
         bleu(["a", "b"], ["a"])
@@ -62,4 +65,6 @@ def test_prefix_and_length_check():
 def test_answer_accuracy_reads_the_last_number():
     assert extract_answer("3+4=7, write 7 carry 0. Answer: 1,007") == "1007"
     assert extract_answer("no number") is None
-    assert answer_accuracy(["so the answer is: 432", "Answer: 431", "none"], ["432", "432", "1"]) == pytest.approx(1 / 3)
+    assert answer_accuracy(["so the answer is: 432", "Answer: 431", "none"], ["432", "432", "1"]) == pytest.approx(
+        1 / 3
+    )

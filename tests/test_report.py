@@ -25,7 +25,11 @@ def make_job(
 ) -> Path:
     """A job directory as train.py leaves it: .hydra/*.yaml, and metrics.json if it finished."""
     (job_dir / ".hydra").mkdir(parents=True)
-    config = {"distiller": {"temperature": temperature, "alpha": alpha}, "monitor": "accuracy", "train": {"max_steps": 4}}
+    config = {
+        "distiller": {"temperature": temperature, "alpha": alpha},
+        "monitor": "accuracy",
+        "train": {"max_steps": 4},
+    }
     (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     choices = {"distiller": "logit", "model": "embedded", "hydra/launcher": "basic"}
@@ -39,8 +43,16 @@ def make_job(
 
 
 def student(accuracy: float, **extra: float) -> dict:
-    return {"student/loss": 1.0, "student/accuracy": accuracy, **extra, "student/params": 6960,
-            "teacher/loss": 0.5, "teacher/accuracy": 0.9, "teacher/params": 20064, "wall_time_s": 12.5}
+    return {
+        "student/loss": 1.0,
+        "student/accuracy": accuracy,
+        **extra,
+        "student/params": 6960,
+        "teacher/loss": 0.5,
+        "teacher/accuracy": 0.9,
+        "teacher/params": 20064,
+        "wall_time_s": 12.5,
+    }
 
 
 HISTORY = [
@@ -59,11 +71,23 @@ def sweep_dir(tmp_path: Path) -> Path:
     accuracy = {(1, 0.3): 0.5, (1, 0.7): 0.625, (2, 0.3): 0.75, (2, 0.7): 0.5}
     for job, ((t, a), acc) in enumerate(accuracy.items()):
         extra = {"student/agreement_exact_match": acc / 2} if job == 2 else {}
-        make_job(sweep / str(job), ["experiment=smoke", f"distiller.temperature={t}", f"distiller.alpha={a}"],
-                 t, a, student(acc, **extra), HISTORY)
-    make_job(sweep / "10", ["experiment=smoke", "distiller.temperature=-1", "distiller.alpha=0.3"], -1, 0.3, None,
-             log="[2026-01-01 00:00:00,000][distill][ERROR] - job 10 failed (distiller.temperature=-1 distiller.alpha=0.3): "
-                 "distiller.temperature=-1 is invalid: must be > 0\n")
+        make_job(
+            sweep / str(job),
+            ["experiment=smoke", f"distiller.temperature={t}", f"distiller.alpha={a}"],
+            t,
+            a,
+            student(acc, **extra),
+            HISTORY,
+        )
+    make_job(
+        sweep / "10",
+        ["experiment=smoke", "distiller.temperature=-1", "distiller.alpha=0.3"],
+        -1,
+        0.3,
+        None,
+        log="[2026-01-01 00:00:00,000][distill][ERROR] - job 10 failed (distiller.temperature=-1 distiller.alpha=0.3): "
+        "distiller.temperature=-1 is invalid: must be > 0\n",
+    )
     make_job(sweep / "11", ["experiment=smoke", "distiller.temperature=4", "distiller.alpha=0.3"], 4, 0.3, None)
     return sweep
 
@@ -72,8 +96,18 @@ def test_report_rows_of_a_sweep(sweep_dir: Path, capsys):
     assert main([str(sweep_dir)]) == 0
     table = pd.read_csv(sweep_dir / "report.csv")
     assert list(table.columns) == [
-        "run", "status", "distiller", "temperature", "alpha", "student/accuracy", "student/agreement_exact_match",
-        "student/params", "teacher/accuracy", "teacher/params", "wall_time_s", "error",
+        "run",
+        "status",
+        "distiller",
+        "temperature",
+        "alpha",
+        "student/accuracy",
+        "student/agreement_exact_match",
+        "student/params",
+        "teacher/accuracy",
+        "teacher/params",
+        "wall_time_s",
+        "error",
     ]
     assert list(table["run"]) == [0, 1, 2, 3, 10, 11]  # job order, not string order
     assert list(table["status"]) == ["ok", "ok", "ok", "ok", "failed", "unfinished"]
@@ -111,7 +145,9 @@ def test_report_compares_run_directories_into_out(tmp_path: Path):
 def test_report_errors_are_one_line(tmp_path: Path):
     empty = tmp_path / "empty"
     (empty / "0" / "wandb").mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "-m", "distill.report", str(empty)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "distill.report", str(empty)], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 2
     message = f"error: no metrics.json under {empty}: give a run or sweep directory of train.py"
     assert proc.stderr.strip().splitlines() == [message]
@@ -124,16 +160,22 @@ def test_report_errors_are_one_line(tmp_path: Path):
 def test_varied_keys_and_column_names():
     runs = [
         {"overrides": parse_overrides(o), "choices": {}, "config": None}
-        for o in (["distiller.temperature=1", "train.max_steps=4", "model.teacher.recipe.max_steps=4", "x=a"],
-                  ["distiller.temperature=2", "train.max_steps=8", "model.teacher.recipe.max_steps=8", "x=a"])
+        for o in (
+            ["distiller.temperature=1", "train.max_steps=4", "model.teacher.recipe.max_steps=4", "x=a"],
+            ["distiller.temperature=2", "train.max_steps=8", "model.teacher.recipe.max_steps=8", "x=a"],
+        )
     ]
     assert runs[0]["overrides"] == {
-        "distiller.temperature": 1, "train.max_steps": 4, "model.teacher.recipe.max_steps": 4, "x": "a",
+        "distiller.temperature": 1,
+        "train.max_steps": 4,
+        "model.teacher.recipe.max_steps": 4,
+        "x": "a",
     }
     keys = varied_keys(runs)
     assert keys == ["distiller.temperature", "train.max_steps", "model.teacher.recipe.max_steps"]
     assert column_names(keys) == {
-        "distiller.temperature": "temperature", "train.max_steps": "train.max_steps",
+        "distiller.temperature": "temperature",
+        "train.max_steps": "train.max_steps",
         "model.teacher.recipe.max_steps": "model.teacher.recipe.max_steps",
     }
     assert parse_overrides(["~train.epochs", "hydra.verbose=true", "+tag='a b'"]) == {"tag": "a b"}

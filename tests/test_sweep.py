@@ -2,9 +2,6 @@
 presets in conf/hydra/, failing jobs, and the report on a real multirun."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,31 +9,36 @@ import pytest
 import yaml
 
 from distill.report import main as report_main
+from tests.conftest import cli, cli_subprocess, compose
 from tests.wandb_offline import offline_runs
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ("experiment=smoke", "train.progress=false")  # + the overrides of each test
 
 
-def multirun(*overrides: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", "-m", *TINY, *overrides], cwd=ROOT, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0", **(env or {})},
-    )
-
-
-# ----------------------------------------------------------------------------- a 2x2 sweep
+# ----------------------------------------------------------------------------- a 2x2 sweep, in real processes
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    out = tmp_path_factory.mktemp("sweep") / "kd-grid"
-    proc = multirun(
-        "distiller.temperature=1,2", "distiller.alpha=0.3,0.7", "train.max_steps=4", "train.eval_every=2",
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``-m`` over a 2x2 grid, two jobs at a time (joblib), with a fresh teacher cache: every job
+    wants the teacher at once."""
+    root = tmp_path_factory.mktemp("sweep")
+    out, cache = root / "kd-grid", root / "cache"
+    proc = cli_subprocess(
+        "-m",
+        *TINY,
+        "hydra/launcher=local_parallel",
+        "distiller.temperature=1,2",
+        "distiller.alpha=0.3,0.7",
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "model.teacher.recipe.max_steps=4",
         f"hydra.sweep.dir={out}",
+        env={"DISTILL_CACHE": str(cache)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    return out, cache
 
 
 EXPECTED = {"0": (1, 0.3), "1": (1, 0.7), "2": (2, 0.3), "3": (2, 0.7)}  # job -> (temperature, alpha)
@@ -94,18 +96,24 @@ def test_failing_jobs_do_not_stop_the_sweep(tmp_path):
     # job 0 and 1: rejected at start-up (before W&B); job 2: fails in the loop (W&B run started);
     # job 3: fine and still runs after the three failures.
     out = tmp_path / "failing"
-    proc = multirun(
-        "distiller.temperature=-1,1", "train.device=bogus,cpu", "train.max_steps=2", "train.eval_every=0",
-        "evaluate_teacher=false", f"hydra.sweep.dir={out}",
+    result = cli(
+        "-m",
+        *TINY,
+        "distiller.temperature=-1,1",
+        "train.device=bogus,cpu",
+        "train.max_steps=2",
+        "train.eval_every=0",
+        "evaluate_teacher=false",
+        f"hydra.sweep.dir={out}",
     )
-    assert proc.returncode != 0
-    assert "Error executing job with overrides" in proc.stderr  # Hydra's end-of-sweep message
-    assert "distiller.temperature=-1 is invalid" in proc.stderr
+    assert result.returncode != 0
+    assert "Error executing job with overrides" in result.stderr  # Hydra's end-of-sweep message
+    assert "distiller.temperature=-1.0 is invalid" in result.stderr
     assert [(out / j / "metrics.json").exists() for j in "0123"] == [False, False, False, True]
     for job in "012":  # each failure is logged, with its reason, in the job's own log
         log = (out / job / "train.log").read_text()
         assert f"job {job} failed" in log, log
-    assert "distiller.temperature=-1 is invalid" in (out / "0" / "train.log").read_text()
+    assert "distiller.temperature=-1.0 is invalid" in (out / "0" / "train.log").read_text()
     assert not (out / "0" / "wandb").exists()  # rejected before W&B started
     (failed,) = offline_runs(out / "2" / "wandb")
     (passed,) = offline_runs(out / "3" / "wandb")
@@ -116,55 +124,62 @@ def test_failing_jobs_do_not_stop_the_sweep(tmp_path):
     table = pd.read_csv(report / "report.csv")
     assert list(table.columns[:5]) == ["run", "status", "distiller", "temperature", "device"]
     assert list(table["status"]) == ["failed", "failed", "failed", "ok"]
-    assert "distiller.temperature=-1 is invalid: must be > 0" in (report / "report.md").read_text()
+    assert "distiller.temperature=-1.0 is invalid: must be > 0" in (report / "report.md").read_text()
 
 
 # ----------------------------------------------------------------------------- presets
 
 
-def test_launcher_and_sweeper_presets_compose(compose):
+def test_launcher_and_sweeper_presets_compose():
     cfg = compose("hydra/launcher=local_parallel", return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
 
-    cfg = compose("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30",
-                  "hydra.launcher.gpus_per_node=2", return_hydra_config=True)
+    cfg = compose(
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.gpus_per_node=2",
+        return_hydra_config=True,
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 30, 2)
 
-    cfg = compose("hydra/sweeper=kd_search", return_hydra_config=True)
+    cfg = compose("hparams_search=kd_search", return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert dict(sweeper.params) == {"distiller.temperature": "interval(1.0, 8.0)", "distiller.alpha": "interval(0.1, 0.9)"}
+    assert dict(sweeper.params) == {
+        "distiller.temperature": "interval(1.0, 8.0)",
+        "distiller.alpha": "interval(0.1, 0.9)",
+    }
     assert cfg.monitor == "accuracy"  # what train.py returns, so what the sweeper maximises
 
 
-def test_joblib_preset_runs_two_jobs_in_parallel_sharing_one_teacher(tmp_path):
-    cache, out = tmp_path / "cache", tmp_path / "parallel"
-    proc = multirun(
-        "hydra/launcher=local_parallel", "distiller.temperature=1,2", "train.max_steps=2", "train.eval_every=0",
-        "model.teacher.recipe.max_steps=4", "logger=none", f"hydra.sweep.dir={out}",
-        env={"DISTILL_CACHE": str(cache)},  # a fresh cache: both jobs want the teacher at once
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    logs = [(out / job / "train.log").read_text() for job in "01"]
+def test_parallel_jobs_share_one_teacher(sweep):
+    out, cache = sweep
+    logs = [(out / job / "train.log").read_text() for job in EXPECTED]
     assert sum("training the embedded teacher" in log for log in logs) == 1  # one trains ...
-    assert sum("using the cached teacher" in log for log in logs) == 1  # ... the other waits and loads it
+    assert sum("using the cached teacher" in log for log in logs) == 3  # ... the others wait and load it
     assert [p.name for p in cache.iterdir() if p.is_dir()] == [p.name for p in cache.glob("teacher-*") if p.is_dir()]
     assert len([p for p in cache.iterdir() if p.is_dir()]) == 1  # no .tmp left behind
-    metrics = [json.loads((out / job / "metrics.json").read_text()) for job in "01"]
-    assert metrics[0]["teacher/loss"] == metrics[1]["teacher/loss"]  # the same teacher
+    losses = {json.loads((out / job / "metrics.json").read_text())["teacher/loss"] for job in EXPECTED}
+    assert len(losses) == 1  # the same teacher
 
 
 def test_optuna_preset_maximises_what_train_returns(tmp_path):
     out = tmp_path / "optuna"
-    proc = multirun(
-        "hydra/sweeper=kd_search", "hydra.sweeper.n_trials=2", "train.max_steps=2", "train.eval_every=0",
-        "evaluate_teacher=false", "logger=none", f"hydra.sweep.dir={out}",
+    result = cli(
+        *TINY,
+        "hparams_search=kd_search",
+        "hydra.sweeper.n_trials=2",
+        "train.max_steps=2",
+        "train.eval_every=0",
+        "evaluate_teacher=false",
+        "logger=none",
+        f"hydra.sweep.dir={out}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
     result = yaml.safe_load((out / "optimization_results.yaml").read_text())
     best = result["best_params"]
     assert 1.0 <= best["distiller.temperature"] <= 8.0 and 0.1 <= best["distiller.alpha"] <= 0.9

@@ -1,72 +1,79 @@
-"""``python train.py`` end to end in a subprocess: metrics.json, W&B offline files, CLI errors."""
+"""``train.py`` end to end: the smoke experiment in-process (metrics.json, student, history, W&B
+offline files), the cached teacher, ``--cfg job``, and the command line's one-line errors."""
+
+from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli, cli_subprocess, read_jsonl, run_experiment
 from tests.wandb_offline import offline_runs
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def train(*overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def smoke(tmp_path_factory) -> tuple:
     out = tmp_path_factory.mktemp("smoke")
-    proc = train("experiment=smoke", f"hydra.run.dir={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    result = cli("experiment=smoke", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
 
 
-def test_smoke_run_writes_metrics_and_student(smoke_run):
-    out, proc = smoke_run
+def test_smoke_run_writes_metrics_and_student(smoke):
+    out, result = smoke
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("student/accuracy", "teacher/accuracy", "student/loss", "teacher/loss", "student/params", "teacher/params"):
+    for key in (
+        "student/accuracy",
+        "teacher/accuracy",
+        "student/loss",
+        "teacher/loss",
+        "student/params",
+        "teacher/params",
+    ):
         assert key in metrics, key
-    assert 0.0 <= metrics["student/accuracy"] <= 1.0
+    assert 0.0 <= metrics["student/accuracy"] <= 1.0 and metrics["student/loss"] > 0
     assert metrics["student/params"] * 2 < metrics["teacher/params"]
     assert metrics["overrides"] == ["experiment=smoke"] and metrics["distiller"] == "logit"
-    assert "student/accuracy" in proc.stdout and "teacher" in proc.stdout  # the printed table
+    assert "student/accuracy" in result.stdout and "teacher/accuracy" in result.stdout  # the printed table
     assert (out / "student" / "model.safetensors").exists() and (out / "student" / "tokenizer.json").exists()
-    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert any("val/accuracy" in h for h in history) and any("train/kd" in h for h in history)
+    history = read_jsonl(out / "history.jsonl")
+    assert [h["step"] for h in history if "val/accuracy" in h] == [6, 12]
+    assert any("train/kd" in h and "train/ce" in h for h in history)
 
 
-def test_wandb_offline_run_has_resolved_config(smoke_run):
-    out, _ = smoke_run
+def test_wandb_offline_run_has_resolved_config(smoke):
+    out, _ = smoke
     (run,) = offline_runs(out / "wandb")
     cfg = run["config"]
     assert cfg["distiller"]["_target_"] == "distill.distillers.LogitDistiller"
-    assert cfg["distiller"]["max_new_tokens"] == 24  # ${data.max_new_tokens}, resolved
-    assert "${" not in json.dumps(cfg)
+    assert cfg["train"]["max_steps"] == 12 and cfg["data"]["max_new_tokens"] == 24
+    assert "${" not in json.dumps(cfg)  # interpolations resolved (paths.cache_dir, seed, ...)
     assert run["job_type"] == "logit" and run["exit_code"] == 0
     assert run["summary"]["student/params"] > 0
 
 
-def test_second_run_uses_cached_teacher(smoke_run, tmp_path):
-    proc = train("experiment=smoke", "train.max_steps=2", "logger=none", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "using the cached teacher" in proc.stdout + proc.stderr
-    assert "Training the teacher" not in proc.stdout
+def test_second_run_uses_cached_teacher(smoke, tmp_path, caplog):
+    caplog.set_level("INFO")
+    metrics = run_experiment(tmp_path, "experiment=smoke", "train.max_steps=2", "logger=none")
+    assert "using the cached teacher" in caplog.text and "training the embedded teacher" not in caplog.text
+    first = json.loads((smoke[0] / "metrics.json").read_text())
+    assert metrics["teacher/loss"] == first["teacher/loss"]  # the same teacher
 
 
-def test_cfg_job_shows_targets():
-    proc = train("--cfg", "job")
-    assert proc.returncode == 0, proc.stderr
-    text = proc.stdout
-    for section in ("model:", "distiller:", "data:", "optimizer:"):
-        assert section in text
-    assert text.count("_target_") >= 6
+def test_same_seed_same_metrics(smoke, tmp_path):
+    again = run_experiment(tmp_path, "experiment=smoke", "logger=none")
+    first = json.loads((smoke[0] / "metrics.json").read_text())
+    assert {k: v for k, v in again.items() if k.startswith(("student/", "teacher/"))} == {
+        k: v for k, v in first.items() if k.startswith(("student/", "teacher/"))
+    }
+
+
+def test_cfg_job_shows_every_group():
+    result = cli("--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    for section in ("model:", "distiller:", "data:", "optimizer:", "train:", "paths:"):
+        assert f"\n{section}" in "\n" + result.stdout, section
+    assert result.stdout.count("_target_") >= 6
 
 
 @pytest.mark.parametrize(
@@ -74,12 +81,37 @@ def test_cfg_job_shows_targets():
     [
         (["distiller.temperature=0"], "distiller.temperature"),
         (["+distiller.temprature=2"], "distiller.temprature"),
-        (["distiller.divergence=jsd", "distiller.beta=2"], "distiller.beta"),
+        (["distiller.divergence=jsd", "distiller.beta=0"], "distiller.beta"),
+        (["+train.seed=1"], "train.seed"),
+        (["+train.output_dir=x"], "train.output_dir"),
+        (["model.student.n_positions=8"], "model.student.n_positions"),
+        (["model.student.n_layer=0"], "model.student.n_layer"),
     ],
 )
 def test_bad_config_is_one_line_and_nonzero(overrides, key, tmp_path):
-    proc = train(*overrides, f"hydra.run.dir={tmp_path}", timeout=120)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and key in errors[0]
+    result = cli(*overrides, "experiment=smoke", "logger=none", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = result.error_lines()
+    assert len(errors) == 1 and key in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.max_steps=abc", "Error merging override train.max_steps=abc"),
+        ("experiment=any_typo", "Available options in 'experiment'"),
+    ],
+)
+def test_hydra_refuses_with_its_own_message(override, expected):
+    result = cli(override)
+    assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
+    assert override.split("=")[0] in result.stderr.splitlines()[0] or "any_typo" in result.stderr.splitlines()[0]
+
+
+def test_command_line_error_in_a_real_process(tmp_path):
+    proc = cli_subprocess("distiller.divergence=jsd", "distiller.beta=0", "logger=none", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: distiller.beta=0.0 is invalid: must be in the open interval (0, 1) for jsd"
+    ]

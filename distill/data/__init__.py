@@ -1,5 +1,7 @@
 """Datasets and loaders: the embedded arithmetic task, hub datasets, one preprocessing path."""
 
-from distill.data.loaders import IGNORE_INDEX, EpochSampler, TaskData, ensure_pad_token
+from distill.data.sampler import EpochSampler
+from distill.data.sequences import IGNORE_INDEX
+from distill.data.task import TASKS, TaskData
 
-__all__ = ["IGNORE_INDEX", "EpochSampler", "TaskData", "ensure_pad_token"]
+__all__ = ["IGNORE_INDEX", "TASKS", "EpochSampler", "TaskData"]

@@ -121,7 +121,9 @@ def build_tokenizer(vocab_size: int = 160, seed: int = 0) -> PreTrainedTokenizer
     tok = Tokenizer(models.BPE())
     # Words and single digits, each with its leading space: " 7" is one token, "12" is two.
     words = pre_tokenizers.Split(Regex(r" ?\d| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+"), behavior="isolated")
-    tok.pre_tokenizer = pre_tokenizers.Sequence([words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -6,11 +6,13 @@ import re
 
 from datasets import DatasetDict, load_dataset
 
-from distill.data.loaders import check_columns
+from distill.data.checks import check_columns
 
 
 def _load(path: str, name: str | None, splits: dict[str, str], revision: str | None) -> DatasetDict:
-    return DatasetDict({ours: load_dataset(path, name, split=theirs, revision=revision) for ours, theirs in splits.items()})
+    return DatasetDict(
+        {ours: load_dataset(path, name, split=theirs, revision=revision) for ours, theirs in splits.items()}
+    )
 
 
 def load_prompt_response(

@@ -13,6 +13,12 @@ DistillerFactory.register("language", LanguageDistiller)
 DistillerFactory.register("onpolicy", OnPolicyDistiller)
 
 __all__ = [
-    "BaseDistiller", "Distiller", "DistillerFactory", "LanguageDistiller", "LogitDistiller", "LossOutput",
-    "OnPolicyDistiller", "SupervisedDistiller",
+    "BaseDistiller",
+    "Distiller",
+    "DistillerFactory",
+    "LanguageDistiller",
+    "LogitDistiller",
+    "LossOutput",
+    "OnPolicyDistiller",
+    "SupervisedDistiller",
 ]

@@ -1,8 +1,12 @@
-"""The distiller interface and the shared student/teacher plumbing.
+"""The distiller interface and the core every built-in distiller composes.
 
 A distiller knows its loss and how to validate; the loop (:mod:`distill.loop`) knows steps,
 devices, optimizers and checkpoints. Subclass :class:`BaseDistiller` to implement all three
 methods yourself, or :class:`Distiller` to write only ``compute_loss``.
+
+:meth:`Distiller.loss_on` is the core: given sequences (from the dataset, the teacher's
+generations or the student's samples) and an :class:`~distill.losses.Objective`, it runs the
+student and the frozen teacher, keeps the positions that count and calls the one loss function.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from distill.errors import ConfigError
-from distill.evaluation import evaluate_model, model_inputs
+from distill.evaluation import evaluate_model
+from distill.forward import frozen_outputs, outputs_at_targets
+from distill.loop import TrainConfig, fit
+from distill.losses import Objective, objective_loss
+from distill.models import model_task, shared_width
 
 Batch = dict[str, Any]
 
@@ -29,37 +37,6 @@ class LossOutput:
 
     loss: torch.Tensor
     parts: dict[str, float] = field(default_factory=dict)
-
-
-def output_width(model: nn.Module) -> int:
-    """Width of the model's logits: the LM head's rows, or the number of classes."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is not None:
-        return int(head.weight.shape[0])
-    return int(model.config.num_labels)
-
-
-def shared_width(
-    teacher: nn.Module, student: nn.Module, tokenizer: PreTrainedTokenizerBase | None, max_padding: int = 1024
-) -> int:
-    """The logit width teacher and student share; raises one clear error on a real mismatch.
-
-    Models often pad their embedding matrix past the tokenizer's size (Qwen2.5: 151,936 or
-    152,064 rows for 151,665 tokens). Such padding rows are never real tokens, so logits are
-    sliced to the smaller width when both models cover the tokenizer and neither pads it by
-    more than ``max_padding`` rows. Anything else means different vocabularies.
-    """
-    t, s = output_width(teacher), output_width(student)
-    if t == s:
-        return s
-    n_tok = len(tokenizer) if tokenizer is not None else None
-    if n_tok is not None and min(t, s) >= n_tok and max(t, s) - n_tok <= max_padding:
-        return min(t, s)
-    covers = f" for a tokenizer of {n_tok} tokens" if n_tok is not None else ""
-    raise ConfigError(
-        f"teacher vocabulary size {t} and student vocabulary size {s} do not match{covers}: "
-        "teacher and student must share one tokenizer (pick a model pair from the same family)"
-    )
 
 
 class BaseDistiller(ABC):
@@ -113,10 +90,10 @@ class BaseDistiller(ABC):
         """The parameters the optimizer updates: the student's only."""
         return (p for p in self.student.parameters() if p.requires_grad)
 
-    def train(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None, **options: Any) -> dict[str, float]:
-        """Train the student with the shared loop; ``options`` override :class:`distill.loop.TrainConfig`."""
-        from distill.loop import TrainConfig, fit
-
+    def train(
+        self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None, **options: Any
+    ) -> dict[str, float]:
+        """Train the student with the shared loop; ``options`` override :class:`distill.settings.TrainConfig`."""
         return fit(self, train_loader, val_loader, TrainConfig(**{**self.train_config, **options}))
 
     @classmethod
@@ -125,12 +102,21 @@ class BaseDistiller(ABC):
         names: set[str] = set()
         for klass in cls.__mro__:
             if "__init__" in vars(klass):
-                names |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")}
+                names |= {
+                    p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")
+                }
         return names
 
 
 class Distiller(BaseDistiller):
-    """Generic ``train_step``/``validate``; subclasses write ``compute_loss`` only."""
+    """Generic ``train_step`` and ``validate``, and the core :meth:`loss_on`; subclasses write
+    ``compute_loss`` only.
+
+    Args:
+        task: ``causal_lm`` or ``classification``; the runner passes the data's, and by default
+            it is read off the student (an LM head or not).
+        max_new_tokens: generation budget at validation (causal LMs).
+    """
 
     def __init__(
         self,
@@ -138,9 +124,12 @@ class Distiller(BaseDistiller):
         teacher_model: nn.Module | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         max_new_tokens: int = 64,
+        task: str | None = None,
     ) -> None:
         super().__init__(student_model, teacher_model, tokenizer)
         self.max_new_tokens = max_new_tokens
+        self.task = task or model_task(student_model)
+        self.width = shared_width(teacher_model, student_model, tokenizer) if teacher_model is not None else None
         self.last_samples: list[dict[str, str]] = []  # generations from the latest validate()
 
     def train_step(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, float]:
@@ -150,16 +139,23 @@ class Distiller(BaseDistiller):
         return {"loss": float(out.loss.detach()), **out.parts}
 
     def validate(self, val_loader: Iterable[Batch]) -> dict[str, float]:
-        metrics, self.last_samples = evaluate_model(self.student, val_loader, self.tokenizer, self.max_new_tokens)
+        metrics, self.last_samples = evaluate_model(
+            self.student, val_loader, self.tokenizer, self.max_new_tokens, self.task
+        )
         return metrics
 
-    def student_logits(self, batch: Batch) -> torch.Tensor:
-        return self.student(**model_inputs(batch, self.device)).logits
+    def loss_on(self, sequences: Batch, objective: Objective, names: dict[str, str] | None = None) -> LossOutput:
+        """The objective on ``sequences`` (``input_ids``, ``attention_mask``, ``labels``).
 
-    @torch.no_grad()
-    def teacher_logits(self, batch: Batch) -> torch.Tensor:
-        """Teacher logits in eval mode without gradients (no_grad, not inference_mode: they feed
-        a loss that is backpropagated into the student)."""
-        assert self.teacher is not None
-        self.teacher.eval()
-        return self.teacher(**model_inputs(batch, self.device)).logits
+        The student runs with gradients; the teacher (when the objective weighs a divergence)
+        runs frozen; both are reduced to the positions that count, and
+        :func:`~distill.losses.objective_loss` combines them. ``names`` renames the logged
+        parts (``{"ce": "ce_teacher"}``); a part mapped to ``""`` is not logged.
+        """
+        targets, student = outputs_at_targets(self.student, sequences, self.task)
+        teacher = frozen_outputs(self.teacher, sequences, self.task) if objective.kd_weight > 0 else None
+        parts = objective_loss(student, teacher, targets, objective, self.width)
+        loss = parts.pop("loss")
+        names = names or {}
+        logged = {names.get(k, k): float(v.detach()) for k, v in parts.items()}
+        return LossOutput(loss, {k: v for k, v in logged.items() if k})

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from distill.distillers.base import BaseDistiller
 from distill.errors import ConfigError
+from distill.settings import TrainConfig
 
 # Names the seed's README used for loop options, mapped onto TrainConfig fields.
 _ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "gradient_accumulation_steps": "grad_accum"}
@@ -18,7 +19,7 @@ _ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "gradient_accumulatio
 class DistillerFactory:
     """Builds distillers by name. ``register`` adds one; any class can also be a config ``_target_``."""
 
-    _registry: dict[str, type[BaseDistiller]] = {}
+    _registry: ClassVar[dict[str, type[BaseDistiller]]] = {}
 
     @classmethod
     def register(cls, name: str, distiller_cls: type[BaseDistiller]) -> type[BaseDistiller]:
@@ -32,6 +33,13 @@ class DistillerFactory:
         return sorted(cls._registry)
 
     @classmethod
+    def get(cls, mode: str) -> type[BaseDistiller]:
+        """The class registered as ``mode``; one line listing the modes if there is none."""
+        if mode not in cls._registry:
+            raise ConfigError(f"mode={mode!r} is invalid: must be one of {', '.join(cls.available())}")
+        return cls._registry[mode]
+
+    @classmethod
     def create_distiller(
         cls,
         mode: str,
@@ -43,11 +51,7 @@ class DistillerFactory:
         """A ``mode`` distiller. ``config`` keys go to its constructor (``temperature``, ``alpha``,
         ...) or, if they are loop options (``max_steps``, ``lr``/``learning_rate``, ``epochs``,
         ...), to ``distiller.train()``. Unknown keys are an error that lists the allowed ones."""
-        from distill.loop import TrainConfig
-
-        if mode not in cls._registry:
-            raise ConfigError(f"mode={mode!r} is invalid: must be one of {', '.join(cls.available())}")
-        distiller_cls = cls._registry[mode]
+        distiller_cls = cls.get(mode)
         own = distiller_cls.init_parameter_names() - {"student_model", "teacher_model", "tokenizer"}
         loop = {f.name for f in dataclasses.fields(TrainConfig)}
         kwargs, train_options = {}, {}
@@ -58,7 +62,11 @@ class DistillerFactory:
             elif key in loop:
                 train_options[key] = value
             else:
-                raise ConfigError(f"config key {key!r} is unknown for mode {mode!r}: allowed are {', '.join(sorted(own | loop))}")
-        distiller = distiller_cls(student_model=student_model, teacher_model=teacher_model, tokenizer=tokenizer, **kwargs)
+                raise ConfigError(
+                    f"config key {key!r} is unknown for mode {mode!r}: allowed are {', '.join(sorted(own | loop))}"
+                )
+        distiller = distiller_cls(
+            student_model=student_model, teacher_model=teacher_model, tokenizer=tokenizer, **kwargs
+        )
         distiller.train_config.update(train_options)
         return distiller

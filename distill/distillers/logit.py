@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import logging
+
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.distillers.base import Batch, Distiller, LossOutput, shared_width
-from distill.config import check_options
-from distill.evaluation import shifted_response_mask
-from distill.losses import distillation_loss
+from distill.distillers.base import Batch, Distiller, LossOutput
+from distill.errors import require_fraction
+from distill.losses import Objective
+
+log = logging.getLogger(__name__)
 
 
 class LogitDistiller(Distiller):
@@ -17,7 +19,8 @@ class LogitDistiller(Distiller):
 
     For causal LMs both terms are taken over response tokens only (prompt and padding masked,
     EOS kept); for classifiers over the class logits. ``D`` is ``divergence`` (see
-    :mod:`distill.losses`). The teacher's logits are sliced to the width both models share.
+    :mod:`distill.losses`); ``beta`` is JSD's mixing weight. The teacher's logits are sliced to
+    the width both models share.
     """
 
     def __init__(
@@ -30,24 +33,16 @@ class LogitDistiller(Distiller):
         divergence: str = "forward_kl",
         beta: float = 0.5,
         max_new_tokens: int = 64,
+        task: str | None = None,
     ) -> None:
-        check_options("distiller", dict(temperature=temperature, alpha=alpha, beta=beta, divergence=divergence))
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens)
+        require_fraction("distiller.alpha", alpha)
+        if alpha == 0:
+            log.warning(
+                "distiller.alpha=0 turns the distillation term off: this is distiller=supervised, paying for a teacher"
+            )
+        self.objective = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task)
         self.temperature, self.alpha, self.divergence, self.beta = temperature, alpha, divergence, beta
-        self.width = shared_width(teacher_model, student_model, tokenizer)
 
     def compute_loss(self, batch: Batch) -> LossOutput:
-        labels = batch["labels"].to(self.device)
-        student, teacher = self.student_logits(batch), self.teacher_logits(batch)
-        if labels.dim() == 1:  # classifier: (B, C) logits, (B,) labels
-            ce = F.cross_entropy(student.float(), labels)
-        else:  # causal LM: keep only positions that predict a response token
-            mask = shifted_response_mask(labels)
-            student, teacher, labels = student[:, :-1][mask], teacher[:, :-1][mask], labels[:, 1:][mask]
-            ce = F.cross_entropy(student.float(), labels)
-        kd = distillation_loss(
-            student[..., : self.width], teacher[..., : self.width],
-            divergence=self.divergence, temperature=self.temperature, beta=self.beta,
-        )
-        loss = self.alpha * kd + (1.0 - self.alpha) * ce
-        return LossOutput(loss, {"kd": float(kd.detach()), "ce": float(ce.detach())})
+        return self.loss_on(batch, self.objective)

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from distill.distillers.base import Batch, Distiller, LossOutput
-from distill.evaluation import shifted_response_mask
+from distill.losses import Objective
 
-
-def task_loss(logits, labels):
-    """Cross-entropy on class labels (B,) or on the response tokens of (B, L) LM labels."""
-    if labels.dim() == 1:
-        return F.cross_entropy(logits.float(), labels)
-    mask = shifted_response_mask(labels)
-    return F.cross_entropy(logits[:, :-1][mask].float(), labels[:, 1:][mask])
+CROSS_ENTROPY = Objective(ce_weight=1.0)
 
 
 class SupervisedDistiller(Distiller):
-    """``loss = ce``: cross-entropy on the labels, no teacher involved."""
+    """``loss = ce``: cross-entropy on the labels (response tokens, or classes), no teacher."""
 
     requires_teacher = False
 
     def compute_loss(self, batch: Batch) -> LossOutput:
-        ce = task_loss(self.student_logits(batch), batch["labels"].to(self.device))
-        return LossOutput(ce, {"ce": float(ce.detach())})
+        return self.loss_on(batch, CROSS_ENTROPY)

@@ -56,9 +56,7 @@ def divergence_per_position(
     # jsd: log M computed stably as logsumexp(log beta + log p_T, log(1 - beta) + log p_S)
     if beta <= 0.0 or beta >= 1.0:  # M equals one of the two distributions: both terms vanish
         return torch.zeros(log_s.shape[:-1], device=log_s.device)
-    log_m = torch.logsumexp(
-        torch.stack([log_t + math.log(beta), log_s + math.log(1.0 - beta)]), dim=0
-    )
+    log_m = torch.logsumexp(torch.stack([log_t + math.log(beta), log_s + math.log(1.0 - beta)]), dim=0)
     return beta * _kl(p_t, log_t, log_m) + (1.0 - beta) * _kl(p_s, log_s, log_m)
 
 
@@ -87,8 +85,7 @@ def distillation_loss(
     if mask is not None:
         if mask.shape != student_logits.shape[:-1]:
             raise ValueError(
-                f"mask {tuple(mask.shape)} must match the logits' leading shape "
-                f"{tuple(student_logits.shape[:-1])}"
+                f"mask {tuple(mask.shape)} must match the logits' leading shape {tuple(student_logits.shape[:-1])}"
             )
         keep = mask.bool()
         # Select the kept positions first: memory is then (N_kept, V), not (B, L, V) of floats.

@@ -1,0 +1,77 @@
+"""Token sequences: padding, prompt + completion batches, and the positions a loss is taken on.
+
+Conventions. A training sequence is right-padded ``prompt + response`` with ``labels`` equal to
+the token ids on the response (its EOS included) and ``IGNORE_INDEX`` on the prompt and the
+padding, so EOS is learnt even when pad == eos. Prompts for batched generation are left-padded.
+A *completion* is what a model generated after its prompt, cut after its first EOS (kept).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+
+def pad(seqs: list[list[int]], value: int, left: bool = False) -> Tensor:
+    """Token lists -> (B, max_len) long tensor, padded with ``value`` on the right (or left)."""
+    width = max(len(s) for s in seqs)
+    rows = [([value] * (width - len(s)) + s) if left else (s + [value] * (width - len(s))) for s in seqs]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def left_pad(seqs: list[list[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Token lists -> left-padded ``(input_ids, attention_mask)``, both (B, max_len)."""
+    return pad(seqs, pad_token_id, left=True), pad([[1] * len(s) for s in seqs], 0, left=True)
+
+
+def unpad(input_ids: Tensor, attention_mask: Tensor) -> list[list[int]]:
+    """(B, L) padded ids and mask -> the B token lists where the mask is 1."""
+    return [row[m.bool()].tolist() for row, m in zip(input_ids.cpu(), attention_mask.cpu())]
+
+
+def completion_mask(completion_ids: Tensor, eos_token_id: int | None) -> Tensor:
+    """(B, T) generated ids -> (B, T) bool, true up to and including each row's first EOS.
+
+    Found by position, not by ``!= pad``, so it is right when pad == eos.
+    """
+    if eos_token_id is None:
+        return torch.ones_like(completion_ids, dtype=torch.bool)
+    is_eos = (completion_ids == eos_token_id).long()
+    return (is_eos.cumsum(-1) - is_eos) == 0  # no EOS strictly before the position
+
+
+def truncate_at_eos(completion_ids: Tensor, eos_token_id: int | None) -> list[list[int]]:
+    """(B, T) generated ids -> B completions, each cut after its first EOS (EOS kept)."""
+    mask = completion_mask(completion_ids, eos_token_id)
+    return [row[m].tolist() for row, m in zip(completion_ids.cpu(), mask.cpu())]
+
+
+def sequence_batch(prompts: list[list[int]], completions: list[list[int]], pad_token_id: int) -> dict[str, Tensor]:
+    """Right-padded ``prompt + completion`` training sequences.
+
+    Returns ``input_ids``, ``attention_mask`` and ``labels``, each (B, L) with
+    L = max(len(prompt) + len(completion)); ``labels`` is -100 on the prompt and the padding.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    full = [p + c for p, c in zip(prompts, completions)]
+    labels = [[IGNORE_INDEX] * len(p) + c for p, c in zip(prompts, completions)]
+    return {
+        "input_ids": pad(full, pad_token_id),
+        "attention_mask": pad([[1] * len(s) for s in full], 0),
+        "labels": pad(labels, IGNORE_INDEX),
+    }
+
+
+def at_response_positions(labels: Tensor, *per_position: Tensor) -> tuple[Tensor, ...]:
+    """The shift and the response mask, in one place.
+
+    Position t of a causal LM predicts token t + 1, so the positions that count are those whose
+    next token is a response token. ``labels`` (B, L) and each tensor of ``per_position``
+    (B, L, ...) -> ``(targets, *selected)``: targets (N,) and each tensor's (N, ...) rows, in
+    row-major order, N = the number of response tokens.
+    """
+    mask = labels[:, 1:] != IGNORE_INDEX
+    return labels[:, 1:][mask], *(x[:, :-1][mask] for x in per_position)

@@ -1,0 +1,142 @@
+"""``TaskData``: one preprocessing path from a ``datasets.DatasetDict`` to PyTorch loaders.
+
+Causal LM data has columns ``prompt``, ``response`` and (optionally) ``answer``; a training
+example is ``prompt + response + eos`` labelled on the response (see :mod:`distill.data.sequences`).
+Classification data has ``text`` and ``label`` columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from distill.data.checks import check_columns, ensure_pad_token
+from distill.data.collators import CausalLMCollator, ClassificationCollator
+from distill.data.sampler import EpochSampler
+from distill.data.sequences import IGNORE_INDEX
+from distill.errors import require
+from distill.fingerprints import sha256_json
+
+log = logging.getLogger(__name__)
+TASKS = ("causal_lm", "classification")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+class TaskData:
+    """Tokenized splits and their loaders. Built by the ``data`` config group.
+
+    Args:
+        source: a DatasetDict with ``train`` and ``validation`` splits (``test`` optional).
+        tokenizer: the shared teacher/student tokenizer (a pad token is set if missing).
+        task: ``causal_lm`` (columns prompt/response[/answer]) or ``classification`` (text/label).
+        max_length: longer examples are truncated, with one warning that counts them.
+        batch_size, eval_batch_size: loader batch sizes.
+        max_train_examples: use only the first N training examples (null: all).
+        max_eval_examples: validation examples used (generation-based metrics cost time).
+        max_new_tokens: generation budget at evaluation, for causal LMs.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        source: DatasetDict,
+        tokenizer: PreTrainedTokenizerBase,
+        task: str = "causal_lm",
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = 256,
+        max_new_tokens: int = 64,
+        num_workers: int = 0,
+    ) -> None:
+        require(task in TASKS, "data.task", task, f"must be one of {', '.join(TASKS)}")
+        for key, value in [
+            ("max_length", max_length),
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("max_new_tokens", max_new_tokens),
+        ]:
+            require(_positive(value), f"data.{key}", value, "must be a positive integer")
+        for key, value in [("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)]:
+            require(value is None or _positive(value), f"data.{key}", value, "must be a positive integer or null")
+        self.task, self.tokenizer = task, ensure_pad_token(tokenizer)
+        self.max_length, self.max_new_tokens = max_length, max_new_tokens
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        check_columns(
+            source, ("train", "validation"), ("prompt", "response") if task == "causal_lm" else ("text", "label")
+        )
+        self.raw = source
+        encode = self._encode_causal if task == "causal_lm" else self._encode_classification
+        self.train = self._tokenize(_first(source["train"], max_train_examples), encode, "train")
+        self.validation = self._tokenize(_first(source["validation"], max_eval_examples), encode, "validation")
+        self.collator = (
+            CausalLMCollator(self.tokenizer.pad_token_id)
+            if task == "causal_lm"
+            else ClassificationCollator(self.tokenizer)
+        )
+
+    def _tokenize(self, split: Dataset, encode: Callable[[dict[str, list]], dict[str, list]], name: str) -> Dataset:
+        out = split.map(encode, batched=True, desc=f"tokenize {name}")
+        truncated = sum(out["truncated"])
+        if truncated:
+            log.warning(
+                "%d of %d %s examples exceed data.max_length=%d tokens and were truncated",
+                truncated,
+                len(out),
+                name,
+                self.max_length,
+            )
+        return out.remove_columns("truncated")
+
+    def _encode_causal(self, rows: dict[str, list]) -> dict[str, list]:
+        tok = self.tokenizer
+        prompts = tok(rows["prompt"], add_special_tokens=False)["input_ids"]
+        responses = tok(rows["response"], add_special_tokens=False)["input_ids"]
+        out: dict[str, list] = {"input_ids": [], "labels": [], "prompt_ids": [], "truncated": []}
+        for p, r in zip(prompts, responses):
+            r = [*r, tok.eos_token_id]
+            ids, labels = p + r, [IGNORE_INDEX] * len(p) + r
+            out["truncated"].append(len(ids) > self.max_length)
+            out["input_ids"].append(ids[: self.max_length])
+            out["labels"].append(labels[: self.max_length])
+            out["prompt_ids"].append(p[: self.max_length - 1])
+        return out
+
+    def _encode_classification(self, rows: dict[str, list]) -> dict[str, list]:
+        enc = self.tokenizer(rows["text"], truncation=False)
+        out = {k: [v[: self.max_length] for v in vals] for k, vals in enc.items()}
+        out["truncated"] = [len(v) > self.max_length for v in enc["input_ids"]]
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 of what the training split feeds a model: task, max_length and every token/label."""
+        columns = [c for c in ("input_ids", "labels", "label") if c in self.train.column_names]
+        values = {c: self.train.data.column(c).to_pylist() for c in columns}
+        return sha256_json({"task": self.task, "max_length": self.max_length, **values})
+
+    def train_loader(self, seed: int = 0, batch_size: int | None = None) -> DataLoader:
+        """Shuffled training loader whose sampler (an :class:`EpochSampler`) can be repositioned."""
+        return DataLoader(
+            self.train,
+            batch_size=batch_size or self.batch_size,
+            sampler=EpochSampler(len(self.train), seed=seed),
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            drop_last=False,
+        )
+
+    def val_loader(self) -> DataLoader:
+        return DataLoader(self.validation, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collator)
+
+
+def _first(split: Dataset, n: int | None) -> Dataset:
+    return split.select(range(n)) if n is not None and len(split) > n else split

@@ -1,0 +1,21 @@
+"""The training loop, its checkpoints and signal handling; it knows distillers and loggers only
+through the protocols in :mod:`distill.loop.protocols`."""
+
+from distill.loop.checkpoint import find_checkpoint, read_checkpoint_state, save_student
+from distill.loop.fit import fit, resolve_device, total_steps
+from distill.loop.protocols import Logger, Trainable
+from distill.loop.signals import Interrupted
+from distill.settings import TrainConfig
+
+__all__ = [
+    "Interrupted",
+    "Logger",
+    "TrainConfig",
+    "Trainable",
+    "find_checkpoint",
+    "fit",
+    "read_checkpoint_state",
+    "resolve_device",
+    "save_student",
+    "total_steps",
+]

@@ -1,0 +1,92 @@
+"""Plots: the student's metric against a varied setting, and training curves per run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from distill.report.tables import cell, column_names, is_number, monitor_of, setting, varied_keys
+
+PREFERRED_X = ("distiller.temperature", "distiller.alpha")  # x axis of the metric plot, in this order
+
+
+def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -> Path | None:
+    """The student's validation metric against a numeric varied override (the temperature when
+    it varies), one line per combination of the other varied overrides (a grid sweep), or a
+    scatter coloured by the next numeric override when there are more than ``max_lines`` such
+    combinations (a random or Optuna search). None if no numeric override varies."""
+    import matplotlib.pyplot as plt
+
+    done = [r for r in runs if r["status"] == "ok"]
+    keys = varied_keys(done) if len(done) > 1 else []
+    numeric = [k for k in keys if all(is_number(setting(r, k)) for r in done)]
+    if not numeric:
+        return None
+    x_key = next((k for k in PREFERRED_X if k in numeric), numeric[0])
+    others = [k for k in keys if k != x_key]
+    names = column_names(keys)
+    metric = f"student/{monitor_of(done)}"
+    points = pd.DataFrame(
+        {
+            "x": float(setting(r, x_key)),
+            "y": r["metrics"].get(metric, math.nan),
+            "line": ", ".join(f"{names[k]}={cell(setting(r, k))}" for k in others) or metric,
+        }
+        for r in done
+    )
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    if points["line"].nunique() <= max_lines:
+        for label, group in points.groupby("line", sort=True):
+            mean = group.groupby("x")["y"].mean().sort_index()  # repeated settings (seeds) are averaged
+            ax.plot(mean.index, mean.values, marker="o", label=label)
+        ax.legend(fontsize="small")
+    else:
+        color_key = next((k for k in others if k in numeric), None)
+        colors = [float(setting(r, color_key)) for r in done] if color_key else None
+        dots = ax.scatter(points["x"], points["y"], c=colors, cmap="viridis")
+        if color_key:
+            fig.colorbar(dots, ax=ax, label=names[color_key])
+    ax.set_xlabel(names[x_key])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {names[x_key]}")
+    ax.grid(alpha=0.3)
+    path = out / f"metric_vs_{names[x_key].replace('.', '_').replace('/', '_')}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> Path | None:
+    """train/loss and val/<metric> against the step from each run's history.jsonl (None if no history)."""
+    import matplotlib.pyplot as plt
+
+    with_history = [r for r in runs if r["history"]]
+    if not with_history:
+        return None
+    keys = varied_keys(runs)
+    names = column_names(keys)
+    panels = ("train/loss", f"val/{monitor_of(runs)}")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    for run in with_history:
+        label = " ".join([str(run["run"]), *(f"{names[k]}={cell(setting(run, k))}" for k in keys)])
+        for ax, key in zip(axes, panels):
+            steps = [(h["step"], h[key]) for h in run["history"] if key in h and "step" in h]
+            if steps:
+                ax.plot(*zip(*steps), marker="." if len(steps) < 30 else None, label=label)
+    for ax, key in zip(axes, panels):
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if len(with_history) <= 20:
+        handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+        ncol = 1 if max(map(len, handles)) > 60 else 2
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=ncol, fontsize="x-small")
+    path = out / "curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
