@@ -26,9 +26,11 @@ from torch import nn
 from transformers import set_seed
 
 from distill.data import TaskData
+from distill.errors import ConfigError
 from distill.evaluation import evaluate_model
-from distill.loop import find_checkpoint, fit, read_checkpoint_state
+from distill.loop import checkpoint_dirs, fit, load_latest
 from distill.models import check_model_fits, check_same_tokenizer, num_parameters
+from distill.run_record import check_resume, record_segment, restore_hydra_files
 from distill.settings import TrainConfig
 from distill.wiring import build, runtime_kwargs, validate_config
 
@@ -51,13 +53,14 @@ def hydra_context() -> dict[str, Any]:
     }
 
 
-def run_name(distiller: str, overrides: list[str]) -> str:
-    """A readable W&B run name: the distiller and the overrides, e.g. ``logit T=2 a=0.3``."""
+def run_name(distiller: str, overrides: list[str], seed: bool = True) -> str:
+    """A readable W&B run name: the distiller and the overrides, e.g. ``logit T=2 a=0.3 seed=1``
+    (without the seed: the name of the group of runs that differ only in their seed)."""
     short = {"distiller.temperature": "T", "distiller.alpha": "a", "distiller.beta": "b", "distiller.divergence": "div"}
     parts = []
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
-        if key in ("distiller", "train.resume") or key.startswith("hydra"):
+        if key in ("distiller", "train.resume") or key.startswith("hydra") or (key == "seed" and not seed):
             continue
         parts.append(f"{short.get(key, key.split('.')[-1])}={value}")
     return " ".join([distiller, *parts])
@@ -91,35 +94,84 @@ def build_models(
     return student, teacher
 
 
-def make_logger(cfg: DictConfig, out: Path, ctx: dict[str, Any], distiller_name: str, resume: bool) -> Any:
-    """The ``logger`` group's logger, continuing the checkpoint's W&B run on resume."""
-    run_id = None
-    if resume and (ckpt := find_checkpoint(out)) is not None:
-        run_id = read_checkpoint_state(ckpt).get("wandb_run_id")
+def make_logger(cfg: DictConfig, out: Path, ctx: dict[str, Any], distiller_name: str, run_id: str | None) -> Any:
+    """The ``logger`` group's logger (continuing ``run_id`` on resume). Runs that differ only in
+    their seed share a W&B group, ``<sweep>/<name without the seed>``, so W&B can average them."""
     kwargs: dict[str, Any] = {
         "dir": str(out),
         "run_config": OmegaConf.to_container(cfg, resolve=True),
         "run_id": run_id,
     }
     if "WandbLogger" in str(cfg.logger.get("_target_", "")):
+        group = run_name(distiller_name, ctx["overrides"], seed=False)
         kwargs.update(
             name=cfg.logger.get("name") or run_name(distiller_name, ctx["overrides"]),
-            group=cfg.logger.get("group") or ctx["sweep"],
+            group=cfg.logger.get("group") or (f"{ctx['sweep']}/{group}" if ctx["sweep"] else group),
             job_type=cfg.logger.get("job_type") or distiller_name,
+            tags=[*(cfg.logger.get("tags") or []), *([ctx["sweep"]] if ctx["sweep"] else [])],
         )
     return build(cfg.logger, _partial_=True)(**kwargs)  # the config dict is data, not nodes
+
+
+def prepare_resume(cfg: DictConfig, out: Path, resolved: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint state a resume continues from (``{}`` for a fresh start).
+
+    Refused with one line, leaving the run's records as they were: a fresh start in a directory
+    that holds checkpoints, and a resume whose config differs in a key that is not safe to change.
+    """
+    if not cfg.train.resume:
+        if checkpoint_dirs(out):
+            restore_hydra_files(out)
+            raise ConfigError(
+                f"{out} already holds checkpoints: continue that run with train.resume=true, "
+                "or choose another hydra.run.dir"
+            )
+        return {}
+    found = load_latest(out)
+    if found is None:
+        return {}
+    state = found[1]
+    try:
+        changed = check_resume(state.get("run_config", {}), resolved, list(cfg.train.resume_allow_changes))
+    except ConfigError:
+        restore_hydra_files(out)
+        raise
+    if changed:
+        log.warning("resuming with changed %s", ", ".join(changed))
+    return state
+
+
+def final_metrics(distiller: Any, teacher: nn.Module | None, data: TaskData, tokenizer: Any) -> dict[str, Any]:
+    """The test split's metrics of the student, and the teacher's on validation and test:
+    ``student/test_<m>``, ``teacher/<m>``, ``teacher/test_<m>`` (no ``test_`` keys without a test split)."""
+    test = data.test_loader()
+    metrics: dict[str, Any] = {}
+    if test is not None:
+        metrics.update({f"student/test_{k}": v for k, v in distiller.validate(test).items()})
+    metrics["student/params"] = num_parameters(distiller.student)
+    if teacher is not None:
+        for prefix, loader in (("", data.val_loader()), ("test_", test)):
+            if loader is not None:
+                values, _ = evaluate_model(teacher, loader, tokenizer, data.max_new_tokens, data.task)
+                metrics.update({f"teacher/{prefix}{k}": v for k, v in values.items()})
+        metrics["teacher/params"] = num_parameters(teacher)
+    return metrics
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Run the experiment ``cfg`` writing into ``output_dir`` (the Hydra run dir by default).
 
-    Returns the student's final ``val/<cfg.monitor>`` so a sweeper can optimise it.
+    Returns the student's final ``val/<cfg.monitor>`` so a sweeper can optimise it (validation
+    selects; the test split only reports).
     """
     started = time.time()
     ctx = hydra_context()
     out = Path(output_dir or ctx["output_dir"] or "outputs/run")
     out.mkdir(parents=True, exist_ok=True)
     validate_config(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resume_state = prepare_resume(cfg, out, resolved)  # type: ignore[arg-type]
+    record_segment(out, cfg, ctx["overrides"], resume_state.get("step", 0))
     set_seed(cfg.seed)
     distiller_cls = get_class(cfg.distiller._target_)
     name = ctx["distiller"] or distiller_cls.__name__.removesuffix("Distiller").lower()
@@ -129,30 +181,25 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     data = build(cfg.data, tokenizer=tokenizer)
     student, teacher = build_models(cfg, tokenizer, data, distiller_cls.requires_teacher or cfg.evaluate_teacher)
     available = {
-        "student_model": student,
-        "tokenizer": tokenizer,
-        "task": data.task,
-        "max_new_tokens": data.max_new_tokens,
+        "student_model": student, "tokenizer": tokenizer, "task": data.task, "max_new_tokens": data.max_new_tokens,
         **({"teacher_model": teacher} if distiller_cls.requires_teacher else {}),
-    }
+    }  # fmt: skip
     distiller = build(cfg.distiller, **runtime_kwargs(cfg.distiller, available))
     train_cfg = TrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), output_dir=str(out), seed=cfg.seed)
-    logger = make_logger(cfg, out, ctx, name, train_cfg.resume)
+    logger = make_logger(cfg, out, ctx, name, resume_state.get("wandb_run_id"))
     try:
-        val = fit(
-            distiller, data.train_loader(seed=cfg.seed), data.val_loader(), train_cfg, build(cfg.optimizer), logger
-        )
+        loaders = (data.train_loader(seed=cfg.seed), data.val_loader())
+        val = fit(distiller, *loaders, train_cfg, build(cfg.optimizer), logger, state={"run_config": resolved})
         metrics: dict[str, Any] = {f"student/{k}": v for k, v in val.items()}
-        metrics["student/params"] = num_parameters(student)
-        if teacher is not None:
-            teacher_metrics, _ = evaluate_model(teacher, data.val_loader(), tokenizer, data.max_new_tokens, data.task)
-            metrics.update({f"teacher/{k}": v for k, v in teacher_metrics.items()})
-            metrics["teacher/params"] = num_parameters(teacher)
+        metrics.update(final_metrics(distiller, teacher if cfg.evaluate_teacher else None, data, tokenizer))
         metrics["wall_time_s"] = round(time.time() - started, 1)
         logger.summary(metrics)
         record = {**metrics, "distiller": name, "overrides": ctx["overrides"]}
         (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(f"\nFinal validation metrics\n{format_metrics(metrics)}\nwritten to {out / 'metrics.json'}")
+        print(
+            f"\nFinal metrics (student/<m>: validation; */test_<m>: the held-out test split)\n{format_metrics(metrics)}"
+        )
+        print(f"written to {out / 'metrics.json'}")
     except BaseException as e:
         logger.finish(exit_code=getattr(e, "exit_code", 1))
         raise

@@ -21,10 +21,12 @@ from omegaconf import MISSING, OmegaConf
 from distill.data import TaskData
 from distill.distillers import DistillerFactory
 from distill.settings import RunSettings, cache_dir
+from distill.tracking import WandbLogger
 
 # Constructor arguments the runner passes (see distill.experiment), never set in a config.
 DISTILLER_RUNTIME = ("student_model", "teacher_model", "tokenizer", "max_new_tokens", "task")
 DATA_RUNTIME = ("tokenizer",)
+LOGGER_RUNTIME = ("dir", "run_config", "run_id")
 _PLAIN = (int, float, bool, str)
 
 
@@ -69,3 +71,5 @@ def register() -> None:
         target = f"distill.distillers.{cls.__name__}"
         store.store(group="schema/distiller", name=mode, node=schema_of(cls, target, DISTILLER_RUNTIME))
     store.store(group="schema/data", name="task", node=schema_of(TaskData, "distill.data.TaskData", DATA_RUNTIME))
+    target = "distill.tracking.WandbLogger"
+    store.store(group="schema/logger", name="wandb", node=schema_of(WandbLogger, target, LOGGER_RUNTIME))

@@ -41,9 +41,11 @@ class TrainSettings:
     eval_every: int = 150  # 0: only at the end
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2  # the newest N are kept; an unreadable one falls back to the one before
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, else fp32
-    resume: bool = False  # continue from <run dir>/checkpoint
+    resume: bool = False  # continue from the newest checkpoint in the run directory
+    resume_allow_changes: list[str] = field(default_factory=list)  # config keys (or prefixes) a resume may change
     on_nonfinite: str = "stop"  # stop: fail naming the step; skip: drop the batch's update
     progress: bool = True
     desc: str = "train"  # the progress bar's label
@@ -76,6 +78,7 @@ class TrainConfig(TrainSettings):
         )
         positive("grad_accum", self.grad_accum)
         positive("log_every", self.log_every)
+        positive("keep_checkpoints", self.keep_checkpoints)
         for key in ("eval_every", "checkpoint_every", "warmup_steps"):
             value = getattr(self, key)
             require(isinstance(value, int) and value >= 0, f"train.{key}", value, "must be an integer >= 0")

@@ -27,6 +27,17 @@ def resolve_mode(mode: str | None) -> str:
     return "offline"
 
 
+def _fallback_line(mode: str, error: Exception, run_dir: Path) -> str:
+    """One line saying why W&B did not start in ``mode`` and what happens instead."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if mode == "online":
+        return (
+            f"W&B could not start online ({reason}): logging offline instead; "
+            f"upload later with `wandb sync {run_dir}/wandb/offline-run-*`"
+        )
+    return f"W&B could not start in {mode} mode ({reason}): trying the next mode"
+
+
 class NullLogger:
     """Logs nothing (``logger=none``)."""
 
@@ -61,6 +72,7 @@ class WandbLogger(NullLogger):
         run_config: the resolved config dict (``wandb.config``).
         run_id: resume this run (``resume="allow"``), as a resumed training does.
         max_samples: rows of the prompt/teacher/student table logged at each validation.
+        init_timeout: seconds to wait for the W&B server before falling back to offline.
     """
 
     def __init__(
@@ -77,6 +89,7 @@ class WandbLogger(NullLogger):
         run_config: dict[str, Any] | None = None,
         run_id: str | None = None,
         max_samples: int = 16,
+        init_timeout: float = 10.0,
     ) -> None:
         import wandb
 
@@ -97,13 +110,14 @@ class WandbLogger(NullLogger):
             resume="allow" if run_id else None,
         )
         self.run = None
+        settings = wandb.Settings(silent=True, init_timeout=init_timeout)
         for attempt in dict.fromkeys((self.mode, "offline", "disabled")):
             try:
-                self.run = wandb.init(mode=attempt, settings=wandb.Settings(silent=True, init_timeout=60), **kwargs)
+                self.run = wandb.init(mode=attempt, settings=settings, **kwargs)
                 self.mode = attempt
                 break
             except Exception as e:  # W&B must never stop training
-                log.warning("wandb.init in %s mode failed (%s); trying the next mode", attempt, str(e).splitlines()[0])
+                log.warning(_fallback_line(attempt, e, Path(dir)))
         self._defined: set[str] = set()
         self.run_id = self.run.id if self.run is not None else None
 

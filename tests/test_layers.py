@@ -16,11 +16,25 @@ PACKAGE = ROOT / "distill"
 # Bottom to top; a module may import from its own layer and the layers below.
 LAYERS = [
     ("distill.errors", "distill.settings"),
-    ("distill.data", "distill.models", "distill.losses", "distill.metrics", "distill.fingerprints"),
+    (
+        "distill.data",
+        "distill.models",
+        "distill.losses",
+        "distill.metrics",
+        "distill.fingerprints",
+        "distill.student_init",
+    ),
     ("distill.forward", "distill.generation", "distill.generation_cache", "distill.evaluation", "distill.tracking"),
     ("distill.loop",),
     ("distill.distillers",),
-    ("distill.wiring", "distill.schemas", "distill.teacher", "distill.experiment", "distill.report"),
+    (
+        "distill.wiring",
+        "distill.schemas",
+        "distill.teacher",
+        "distill.run_record",
+        "distill.experiment",
+        "distill.report",
+    ),
 ]
 
 

@@ -179,3 +179,26 @@ def test_varied_keys_and_column_names():
         "model.teacher.recipe.max_steps": "model.teacher.recipe.max_steps",
     }
     assert parse_overrides(["~train.epochs", "hydra.verbose=true", "+tag='a b'"]) == {"tag": "a b"}
+
+
+def test_runs_that_differ_only_in_seed_are_grouped(tmp_path: Path):
+    sweep = tmp_path / "seeds"
+    accuracy = {(1, 0): 0.5, (1, 1): 0.6, (1, 2): 0.7, (2, 0): 0.8, (2, 1): 0.8, (2, 2): 0.9}
+    for job, ((t, seed), acc) in enumerate(accuracy.items()):
+        make_job(
+            sweep / str(job),
+            [f"distiller.temperature={t}", f"seed={seed}"],
+            t,
+            0.5,
+            student(acc, **{"student/test_accuracy": acc - 0.1}),
+            HISTORY,
+        )
+    assert main([str(sweep)]) == 0
+    groups = pd.read_csv(sweep / "report_seeds.csv")
+    assert list(groups["temperature"]) == [1, 2] and list(groups["n"]) == [3, 3]
+    assert groups["student/accuracy mean"].tolist() == pytest.approx([0.6, 0.8 + 0.1 / 3])
+    assert groups["student/accuracy std"].tolist() == pytest.approx([0.1, (1 / 300) ** 0.5])  # sample std (n - 1)
+    assert groups["student/test_accuracy mean"].tolist() == pytest.approx([0.5, 0.7 + 0.1 / 3])
+    markdown = (sweep / "report.md").read_text()
+    assert "| logit | 1 | 3 | 0.6000 ± 0.1000 |" in markdown  # distiller, temperature, n, accuracy
+    assert (sweep / "metric_vs_temperature.png").stat().st_size > 0

@@ -61,7 +61,8 @@ def test_multirun_jobs_are_wandb_runs_of_one_group(sweep):
     for job, (t, a) in EXPECTED.items():
         (run,) = offline_runs(out / job / "wandb")
         assert (run["config"]["distiller"]["temperature"], run["config"]["distiller"]["alpha"]) == (t, a)
-        assert run["group"] == "kd-grid"  # the sweep directory's name
+        assert run["group"] == f"kd-grid/{run['name']}"  # the sweep, and the settings but the seed (none here)
+        assert "kd-grid" in run["tags"]
         assert run["job_type"] == "logit"
         assert run["name"].startswith("logit ") and f"T={t} a={a}" in run["name"]
         assert run["exit_code"] == 0
@@ -185,3 +186,11 @@ def test_optuna_preset_maximises_what_train_returns(tmp_path):
     assert 1.0 <= best["distiller.temperature"] <= 8.0 and 0.1 <= best["distiller.alpha"] <= 0.9
     accuracies = [json.loads((out / job / "metrics.json").read_text())["student/accuracy"] for job in "01"]
     assert result["best_value"] == pytest.approx(max(accuracies))
+
+
+def test_runs_that_differ_only_in_seed_share_a_wandb_group_name():
+    from distill.experiment import run_name
+
+    overrides = ["distiller.temperature=2", "distiller.alpha=0.3", "seed=1"]
+    assert run_name("logit", overrides) == "logit T=2 a=0.3 seed=1"
+    assert run_name("logit", overrides, seed=False) == "logit T=2 a=0.3" == run_name("logit", overrides[:2], seed=False)

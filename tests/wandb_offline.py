@@ -48,7 +48,8 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     for r in records(files[0]):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name)
+            run.update(id=r.run.run_id, group=r.run.run_group, job_type=r.run.job_type, name=r.run.display_name,
+                       tags=list(r.run.tags))  # fmt: skip
             run["config"].update({i.key: json.loads(i.value_json) for i in r.run.config.update})
         elif kind == "config":
             run["config"].update({i.key: json.loads(i.value_json) for i in r.config.update})

@@ -12,12 +12,15 @@ Everything is generated from a seed, so every process builds byte-identical spli
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
 from datasets import Dataset, DatasetDict
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from distill.errors import DataError
 
 PAD, EOS = "<pad>", "<eos>"
 
@@ -64,37 +67,57 @@ def rationale(p: Problem, rng: random.Random, noise: float) -> str:
     return sep.join(steps) + sep + rng.choice(_ANSWER_TEMPLATES).format(n=p.answer)
 
 
-def _problems(n: int, rng: random.Random, min_digits: int, max_digits: int) -> list[Problem]:
-    def number() -> int:
-        digits = rng.randint(min_digits, max_digits)
-        return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
+def _number(rng: random.Random, min_digits: int, max_digits: int) -> int:
+    digits = rng.randint(min_digits, max_digits)
+    return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
-    return [Problem(number(), number()) for _ in range(n)]
+
+def _problems(n: int, rng: random.Random, min_digits: int, max_digits: int) -> list[Problem]:
+    return [Problem(_number(rng, min_digits, max_digits), _number(rng, min_digits, max_digits)) for _ in range(n)]
+
+
+def is_held_out(p: Problem, fraction: float) -> bool:
+    """Whether ``p`` belongs to the held-out part of the problem space: a hash of the problem, so
+    the split is the same for every size of the data and every kind of problem is in both parts."""
+    digest = hashlib.sha256(f"{p.a}+{p.b}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < fraction * 2**32
 
 
 def make_splits(
     n_train: int = 20000,
-    n_validation: int = 256,
-    n_test: int = 256,
+    n_validation: int = 1000,
+    n_test: int = 1000,
     min_digits: int = 1,
     max_digits: int = 2,
     noise: float = 0.15,
     seed: int = 1234,
+    held_out_fraction: float = 0.3,
 ) -> DatasetDict:
     """Deterministic train/validation/test splits with columns ``prompt``, ``response``, ``answer``.
 
-    Validation and test problems never occur in train. Validation/test responses are clean
-    (noise 0): they are references for text metrics, not training targets.
+    Problems are drawn as numbers of ``min_digits`` to ``max_digits`` digits. A fixed
+    ``held_out_fraction`` of all problems (chosen by hash) never occurs in train; validation and
+    test are distinct problems drawn from that part, so they follow the training distribution.
+    Validation/test responses are clean (noise 0): they are references for text metrics.
     """
     rng = random.Random(seed)
-    pool = _problems(n_train + 4 * (n_validation + n_test), rng, min_digits, max_digits)
-    held_out: list[Problem] = []
-    seen: set[Problem] = set()
-    for p in pool:  # unique held-out problems first
-        if p not in seen and len(held_out) < n_validation + n_test:
-            held_out.append(p)
-            seen.add(p)
-    train = [p for p in pool if p not in seen][:n_train]
+    train: list[Problem] = []
+    held_out: dict[Problem, None] = {}  # unique, in order of drawing
+    for _ in range(100 * (n_train + n_validation + n_test)):
+        if len(train) >= n_train and len(held_out) >= n_validation + n_test:
+            break
+        p = Problem(_number(rng, min_digits, max_digits), _number(rng, min_digits, max_digits))
+        if not is_held_out(p, held_out_fraction):
+            if len(train) < n_train:
+                train.append(p)
+        elif len(held_out) < n_validation + n_test:
+            held_out[p] = None
+    if len(held_out) < n_validation + n_test:
+        raise DataError(
+            f"only {len(held_out)} distinct held-out problems of at most {max_digits} digits: "
+            f"lower data.source.n_validation + n_test ({n_validation + n_test}) or raise max_digits"
+        )
+    held = list(held_out)
 
     def rows(problems: list[Problem], noise_: float) -> dict[str, list]:
         return {
@@ -105,8 +128,8 @@ def make_splits(
 
     return DatasetDict(
         train=Dataset.from_dict(rows(train, noise)),
-        validation=Dataset.from_dict(rows(held_out[:n_validation], 0.0)),
-        test=Dataset.from_dict(rows(held_out[n_validation:], 0.0)),
+        validation=Dataset.from_dict(rows(held[:n_validation], 0.0)),
+        test=Dataset.from_dict(rows(held[n_validation:], 0.0)),
     )
 
 

@@ -34,13 +34,14 @@ class TaskData:
     """Tokenized splits and their loaders. Built by the ``data`` config group.
 
     Args:
-        source: a DatasetDict with ``train`` and ``validation`` splits (``test`` optional).
+        source: a DatasetDict with ``train`` and ``validation`` splits and, optionally, ``test``
+            (held out: used once, for the final metrics).
         tokenizer: the shared teacher/student tokenizer (a pad token is set if missing).
         task: ``causal_lm`` (columns prompt/response[/answer]) or ``classification`` (text/label).
         max_length: longer examples are truncated, with one warning that counts them.
         batch_size, eval_batch_size: loader batch sizes.
         max_train_examples: use only the first N training examples (null: all).
-        max_eval_examples: validation examples used (generation-based metrics cost time).
+        max_eval_examples: validation (and test) examples used (null: all).
         max_new_tokens: generation budget at evaluation, for causal LMs.
         num_workers: DataLoader worker processes.
     """
@@ -78,6 +79,9 @@ class TaskData:
         encode = self._encode_causal if task == "causal_lm" else self._encode_classification
         self.train = self._tokenize(_first(source["train"], max_train_examples), encode, "train")
         self.validation = self._tokenize(_first(source["validation"], max_eval_examples), encode, "validation")
+        self.test = (
+            self._tokenize(_first(source["test"], max_eval_examples), encode, "test") if "test" in source else None
+        )
         self.collator = (
             CausalLMCollator(self.tokenizer.pad_token_id)
             if task == "causal_lm"
@@ -117,10 +121,11 @@ class TaskData:
         out["truncated"] = [len(v) > self.max_length for v in enc["input_ids"]]
         return out
 
-    def fingerprint(self) -> str:
-        """sha256 of what the training split feeds a model: task, max_length and every token/label."""
-        columns = [c for c in ("input_ids", "labels", "label") if c in self.train.column_names]
-        values = {c: self.train.data.column(c).to_pylist() for c in columns}
+    def fingerprint(self, split: str = "train") -> str:
+        """sha256 of what a split feeds a model: task, max_length and every token and label."""
+        dataset = getattr(self, split)
+        columns = [c for c in ("input_ids", "labels", "label") if c in dataset.column_names]
+        values = {c: dataset.data.column(c).to_pylist() for c in columns}
         return sha256_json({"task": self.task, "max_length": self.max_length, **values})
 
     def train_loader(self, seed: int = 0, batch_size: int | None = None) -> DataLoader:
@@ -136,6 +141,12 @@ class TaskData:
 
     def val_loader(self) -> DataLoader:
         return DataLoader(self.validation, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collator)
+
+    def test_loader(self) -> DataLoader | None:
+        """The held-out test split, or None when the source has none."""
+        if self.test is None:
+            return None
+        return DataLoader(self.test, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collator)
 
 
 def _first(split: Dataset, n: int | None) -> Dataset:

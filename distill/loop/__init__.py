@@ -1,7 +1,7 @@
 """The training loop, its checkpoints and signal handling; it knows distillers and loggers only
 through the protocols in :mod:`distill.loop.protocols`."""
 
-from distill.loop.checkpoint import find_checkpoint, read_checkpoint_state, save_student
+from distill.loop.checkpoint import checkpoint_dirs, load_latest, read_checkpoint_state, save_student
 from distill.loop.fit import fit, resolve_device, total_steps
 from distill.loop.protocols import Logger, Trainable
 from distill.loop.signals import Interrupted
@@ -12,8 +12,9 @@ __all__ = [
     "Logger",
     "TrainConfig",
     "Trainable",
-    "find_checkpoint",
+    "checkpoint_dirs",
     "fit",
+    "load_latest",
     "read_checkpoint_state",
     "resolve_device",
     "save_student",

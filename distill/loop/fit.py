@@ -30,8 +30,7 @@ from distill.errors import DistillError
 from distill.loop.batches import batches_from
 from distill.loop.checkpoint import (
     WEIGHTS_FILE,
-    find_checkpoint,
-    read_checkpoint_state,
+    load_latest,
     rng_state,
     save_checkpoint,
     save_student,
@@ -93,14 +92,14 @@ class _Session:
 
 
 def _resume(s: _Session, device: torch.device) -> None:
-    """With ``train.resume``, load the checkpoint in ``output_dir`` into the session."""
+    """With ``train.resume``, load the newest readable checkpoint in ``output_dir`` into the session."""
     if not s.cfg.resume:
         return
-    ckpt = find_checkpoint(s.out_dir) if s.out_dir is not None else None
-    if ckpt is None:
+    found = load_latest(s.out_dir) if s.out_dir is not None else None
+    if found is None:
         log.warning("train.resume=true but no checkpoint in %s: starting from scratch", s.out_dir)
         return
-    state = read_checkpoint_state(ckpt)
+    ckpt, state = found
     load_model(s.distiller.student, str(ckpt / WEIGHTS_FILE), device=str(device))
     s.opt.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
@@ -110,7 +109,7 @@ def _resume(s: _Session, device: torch.device) -> None:
 
 
 def _checkpoint(s: _Session) -> Path | None:
-    """Write a checkpoint (when there is an output_dir); a failed write is logged, not raised."""
+    """Write a checkpoint when there is an output_dir (a failed write raises one line)."""
     if s.out_dir is None:
         return None
     state = {
@@ -123,11 +122,7 @@ def _checkpoint(s: _Session) -> Path | None:
         "config": asdict(s.cfg),
         **s.extra_state,
     }
-    try:
-        return save_checkpoint(s.out_dir, s.distiller.student, state)
-    except OSError as e:
-        log.error("checkpoint at step %d failed (%s); the previous checkpoint is intact", s.step, e)
-        return None
+    return save_checkpoint(s.out_dir, s.distiller.student, state, keep=s.cfg.keep_checkpoints)
 
 
 def _optimizer_step(s: _Session, bad_loss: bool) -> torch.Tensor:
@@ -181,6 +176,7 @@ def _start(
     cfg: TrainConfig,
     optimizer: Callable[..., torch.optim.Optimizer] | None,
     logger: Logger | None,
+    extra: dict[str, Any],
 ) -> _Session:
     """Device, one-off preparation, optimizer, scheduler and (with ``train.resume``) the checkpoint."""
     device = resolve_device(cfg.device)
@@ -196,7 +192,8 @@ def _start(
     total = total_steps(cfg, batches_per_epoch)
     scheduler = get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
     out_dir = Path(cfg.output_dir) if cfg.output_dir else None
-    extra = dict(logger.checkpoint_state()) if logger is not None and hasattr(logger, "checkpoint_state") else {}
+    if logger is not None and hasattr(logger, "checkpoint_state"):
+        extra = {**extra, **logger.checkpoint_state()}
     s = _Session(distiller, cfg, out_dir, params, opt, scheduler, total, _History(out_dir, logger), extra)
     _resume(s, device)
     return s
@@ -209,15 +206,17 @@ def fit(
     cfg: TrainConfig | None = None,
     optimizer: Callable[..., torch.optim.Optimizer] | None = None,
     logger: Logger | None = None,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train ``distiller.student`` and return the final validation metrics (empty without ``val_loader``).
 
     ``optimizer`` is a partial taking the parameters (Hydra ``_partial_: true``); by default
-    AdamW(lr, weight_decay). With ``cfg.output_dir`` the loop writes checkpoints, ``history.jsonl``
-    and the final student; with ``cfg.resume`` it continues from the checkpoint there.
+    AdamW(lr, weight_decay). With ``cfg.output_dir`` the loop writes checkpoints (each also holding
+    ``state``, e.g. the run's config), ``history.jsonl`` and the final student; with ``cfg.resume``
+    it continues from the newest readable checkpoint there.
     """
     cfg = cfg or TrainConfig()
-    s = _start(distiller, train_loader, val_loader, cfg, optimizer, logger)
+    s = _start(distiller, train_loader, val_loader, cfg, optimizer, logger, dict(state or {}))
     autocast = _autocast(resolve_device(cfg.device), cfg.precision)
     val_metrics: dict[str, float] = {}
     running: dict[str, list[float]] = defaultdict(list)

@@ -30,7 +30,7 @@ import pandas as pd
 from distill.errors import DistillError
 from distill.report.plots import plot_curves, plot_metric
 from distill.report.runs import collect
-from distill.report.tables import best_run, build_table, monitor_of, to_markdown
+from distill.report.tables import best_run, build_table, monitor_of, seed_groups, seeds_markdown, to_markdown
 
 
 def write_report(paths: Sequence[Path], out: Path) -> tuple[pd.DataFrame, str, list[Path]]:
@@ -46,7 +46,17 @@ def write_report(paths: Sequence[Path], out: Path) -> tuple[pd.DataFrame, str, l
     out.mkdir(parents=True, exist_ok=True)
     finished = sum(r["status"] == "ok" for r in runs)
     lines = [f"# Runs: {', '.join(str(p) for p in paths)}", "", f"{finished} of {len(runs)} run(s) finished."]
-    if (best := best_run(table, monitor_of(runs))) is not None:
+    groups = seed_groups(table)
+    if groups is not None:
+        lines += [
+            "",
+            "Mean ± standard deviation over seeds (n runs each):",
+            "",
+            seeds_markdown(groups),
+            "",
+            "Every run:",
+        ]
+    elif (best := best_run(table, monitor_of(runs))) is not None:
         lines.append(best)
     lines += ["", to_markdown(table.drop(columns=["error"], errors="ignore"))]
     failed = [r for r in runs if r["status"] != "ok"]
@@ -54,6 +64,9 @@ def write_report(paths: Sequence[Path], out: Path) -> tuple[pd.DataFrame, str, l
         lines += ["", "Failed or unfinished (no metrics.json):", ""]
         lines += [f"- {r['run']} ({' '.join(r['raw_overrides'])}): {r['error'] or 'no error logged'}" for r in failed]
     written = [out / "report.md", out / "report.csv"]
+    if groups is not None:
+        groups.to_csv(out / "report_seeds.csv", index=False)
+        written.append(out / "report_seeds.csv")
     plots = [plot_metric(runs, out), plot_curves(runs, out)]
     written += [p for p in plots if p is not None]
     if any(p is not None for p in plots):

@@ -16,13 +16,14 @@ PREFERRED_X = ("distiller.temperature", "distiller.alpha")  # x axis of the metr
 
 def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -> Path | None:
     """The student's validation metric against a numeric varied override (the temperature when
-    it varies), one line per combination of the other varied overrides (a grid sweep), or a
+    it varies), one line per combination of the other varied overrides (a grid sweep; runs that
+    differ only in ``seed`` are one point, their mean, with a standard-deviation error bar), or a
     scatter coloured by the next numeric override when there are more than ``max_lines`` such
     combinations (a random or Optuna search). None if no numeric override varies."""
     import matplotlib.pyplot as plt
 
     done = [r for r in runs if r["status"] == "ok"]
-    keys = varied_keys(done) if len(done) > 1 else []
+    keys = [k for k in varied_keys(done) if k != "seed"] if len(done) > 1 else []
     numeric = [k for k in keys if all(is_number(setting(r, k)) for r in done)]
     if not numeric:
         return None
@@ -41,8 +42,8 @@ def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     if points["line"].nunique() <= max_lines:
         for label, group in points.groupby("line", sort=True):
-            mean = group.groupby("x")["y"].mean().sort_index()  # repeated settings (seeds) are averaged
-            ax.plot(mean.index, mean.values, marker="o", label=label)
+            stats = group.groupby("x")["y"].agg(["mean", "std"]).sort_index()  # seeds: mean, error bar = std
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
         ax.legend(fontsize="small")
     else:
         color_key = next((k for k in others if k in numeric), None)

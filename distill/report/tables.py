@@ -65,8 +65,10 @@ def build_table(runs: Sequence[dict[str, Any]]) -> pd.DataFrame:
     names = column_names(keys)
     monitor = monitor_of(runs)
     student = ["student/accuracy"] + ([f"student/{monitor}"] if monitor != "accuracy" else [])
+    student += [c.replace("student/", "student/test_") for c in student]
     agreement = sorted({k for r in runs for k in r["metrics"] if k.startswith("student/agreement_")})
-    metric_cols = [*student, *agreement, "student/params", "teacher/accuracy", "teacher/params", "wall_time_s"]
+    teacher = ["teacher/accuracy", "teacher/test_accuracy", "teacher/params"]
+    metric_cols = [*student, *agreement, "student/params", *teacher, "wall_time_s"]
     any_failed = any(r["status"] != "ok" for r in runs)
     rows = []
     for run in runs:
@@ -115,3 +117,41 @@ def best_run(table: pd.DataFrame, metric: str) -> str | None:
     lower_is_better = "loss" in metric or "perplexity" in metric
     best = table.loc[table[column].idxmin() if lower_is_better else table[column].idxmax()]
     return f"Best: run {best['run']} ({column} {cell(float(best[column]))})"
+
+
+def is_metric(column: str) -> bool:
+    return "/" in column or column == "wall_time_s"
+
+
+def seed_groups(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Finished runs that differ only in ``seed``, one row each: ``n`` and, per metric, its mean
+    and sample standard deviation (``<metric> mean``, ``<metric> std``). None unless seeds vary."""
+    if "seed" not in table.columns:
+        return None
+    done = table[table["status"] == "ok"] if "status" in table.columns else table
+    keys = [c for c in done.columns if c not in ("run", "status", "error", "seed") and not is_metric(c)]
+    metrics = [c for c in done.columns if is_metric(c) and not c.endswith("/params")]
+    groups = done.groupby(keys, sort=False, dropna=False) if keys else [((), done)]
+    rows = []
+    for key, group in groups:
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row["n"] = len(group)
+        for m in metrics:
+            values = group[m].dropna().astype(float)
+            row[f"{m} mean"] = values.mean() if len(values) else math.nan
+            row[f"{m} std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seeds_markdown(groups: pd.DataFrame) -> str:
+    """The seed groups as Markdown, each metric as ``mean ± std``."""
+    shown = groups[[c for c in groups.columns if not c.endswith((" mean", " std"))]].copy()
+    for column in groups.columns:
+        if column.endswith(" mean"):
+            name = column.removesuffix(" mean")
+            shown[name] = [
+                "-" if math.isnan(m) else (f"{m:.4f}" if math.isnan(sd) else f"{m:.4f} ± {sd:.4f}")
+                for m, sd in zip(groups[column], groups[f"{name} std"])
+            ]
+    return to_markdown(shown)

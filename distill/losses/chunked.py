@@ -1,0 +1,284 @@
+"""objective_loss from hidden states, chunk by chunk, without materialising the (N, V) logits.
+
+For each chunk of C positions: logits (C, V) = hidden @ W.T (+ b) in float32 -> the divergence and the
+cross-entropy of the chunk -> their gradient d loss / d logits, computed in closed form during the forward
+pass -> d hidden (C, H), and d W, d b accumulated. Backward only multiplies the stored gradients by
+grad_output, so nothing is recomputed, and only one chunk of logits (and a few temporaries of the same
+size) is alive at a time. With z = s / T, p_S = softmax(z), p_T = softmax(t / T), the gradients are:
+
+    forward_kl  d T^2 KL(p_T || p_S) / ds = T (p_S - p_T)
+    reverse_kl  d T^2 KL(p_S || p_T) / ds = T p_S (log p_S - log p_T - KL(p_S || p_T))
+    jsd(beta)   d T^2 JSD / ds           = T (1 - beta) p_S (log p_S - log M - KL(p_S || M))
+    tvd         d T^2 TVD / ds           = T p_S (g - <p_S, g>),  g = sign(p_S - p_T) / 2
+    sparse      d T^2 KL(w || p_S) / ds  = T (p_S - sum_i w_i onehot(ids_i))
+    CE          d CE / ds                = softmax(s) - onehot(target)
+
+then divided by N for ``reduction="mean"``. Divergence gradients land on the first ``width`` columns only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill.losses.objective import Objective
+from distill.losses.sparse import SparseTeacher, sparse_kl_rows
+
+# Positions per chunk. Measured on the CPU (N = 2048, H = 896, V = 151,936, forward_kl, fp32, 1 thread; see
+# benchmarks/loss_memory.py): extra peak 0.77 / 1.00 / 1.36 / 2.18 GB (d W's 0.54 GB included) and 72 / 59 / 53 /
+# 60 s for chunks of 64 / 128 / 256 / 512, against ~10-12 GB for the materialised loss. Below 128 rows the
+# (V, H) accumulation of d W per chunk dominates; above, memory grows with no gain in time. On a GPU (not
+# measured here) 128 rows still fill the matmuls' M dimension; with memory to spare, 512-1024 cut per-chunk
+# overhead (kernel launches, the d W read-modify-write) further.
+DEFAULT_CHUNK_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Head:
+    """An output layer: logits = hidden @ weight.T (+ bias). weight (V, H), bias (V,) or None."""
+
+    weight: Tensor
+    bias: Tensor | None = None
+
+    def logits(self, hidden: Tensor, columns: int) -> Tensor:
+        """(C, columns) float32 logits of the first ``columns`` vocabulary entries; hidden (C, H)."""
+        bias = None if self.bias is None else self.bias[:columns]
+        return F.linear(hidden, self.weight[:columns], bias).float()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the chunk loop needs besides the student's hidden states and head."""
+
+    objective: Objective
+    teacher: Tensor | None  # teacher hidden (N, H_t), used with teacher_head
+    teacher_head: Head | None
+    sparse: tuple[Tensor, Tensor] | None  # a sparse teacher's (ids, weights(T)), both (N, k)
+    targets: Tensor | None
+    width: int  # divergence columns
+    columns: int  # student logit columns computed: V_s with targets, else width
+    denominator: int  # N for reduction="mean" (1 when N = 0), 1 for "sum"
+    kd_scale: float  # d loss / d (sum over positions of T^2 D) = kd_weight / denominator; 0: no gradient needed
+    ce_scale: float  # d loss / d (sum over positions of CE) = ce_weight / denominator; 0: no gradient needed
+    chunk_size: int
+    needs: tuple[bool, bool, bool]  # gradients wanted for hidden, weight, bias
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.teacher is not None or self.sparse is not None
+
+
+def _masked_(p: Tensor, r: Tensor) -> Tensor:
+    """p * r written into r, with 0 where p = 0 (0 log 0 = 0). Both (C, V)."""
+    return r.mul_(p).masked_fill_(p == 0, 0.0)
+
+
+def _divergence(log_s: Tensor, log_t: Tensor, divergence: str, beta: float) -> tuple[Tensor, Tensor]:
+    """Per row D(p_T, p_S) (C,) and dD/dz (C, V), z = s / T, from log p_S and log p_T (C, V).
+
+    Overwrites both inputs: the in-place steps allocate at most two more (C, V) tensors (jsd: log M and p_T).
+    """
+    if divergence == "forward_kl":  # D = sum p_T (log p_T - log p_S);  dD/dz = p_S - p_T
+        p_t = log_t.exp()
+        value = _masked_(p_t, log_t.sub_(log_s)).sum(-1)
+        return value, log_s.exp_().sub_(p_t)
+    if divergence == "reverse_kl":  # D = sum p_S r, r = log p_S - log p_T;  dD/dz = p_S (r - D)
+        p_s = log_s.exp()
+        p_r = _masked_(p_s, log_s.sub_(log_t))
+        value = p_r.sum(-1)
+        return value, p_r.sub_(p_s.mul_(value[:, None]))
+    if (
+        divergence == "jsd"
+    ):  # D = beta KL(p_T || M) + (1 - beta) KL(p_S || M);  dD/dz = (1 - beta) p_S (r - KL(p_S || M))
+        log_m = log_t + math.log(beta)
+        torch.logaddexp(log_m, log_s + math.log1p(-beta), out=log_m)  # log M
+        p_t = log_t.exp()
+        kl_t = _masked_(p_t, log_t.sub_(log_m)).sum(-1)
+        del p_t
+        p_s = log_s.exp()
+        p_r = _masked_(p_s, log_s.sub_(log_m))  # p_S r, r = log p_S - log M
+        kl_s = p_r.sum(-1)
+        return beta * kl_t + (1.0 - beta) * kl_s, p_r.sub_(p_s.mul_(kl_s[:, None])).mul_(1.0 - beta)
+    if divergence == "tvd":  # D = 1/2 sum |p_S - p_T|;  dD/dz = p_S (g - <p_S, g>), g = sign(p_S - p_T) / 2
+        p_s = log_s.exp_()
+        diff = log_t.exp_().neg_().add_(p_s)
+        value = 0.5 * torch.linalg.vector_norm(diff, ord=1, dim=-1)
+        g = diff.sign_().mul_(0.5)
+        return value, g.sub_((g * p_s).sum(-1, keepdim=True)).mul_(p_s)
+    raise ValueError(f"unknown divergence {divergence!r}")
+
+
+def _cross_entropy(s: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed CE of the rows and d CE / ds = softmax(s) - onehot(targets). s (C, V), targets (C,)."""
+    log_p = torch.log_softmax(s, dim=-1)
+    ce = -log_p.gather(1, targets[:, None]).sum()
+    grad = log_p.exp_()
+    grad[torch.arange(len(targets), device=s.device), targets] -= 1.0
+    return ce, grad
+
+
+def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+    """Summed T^2 D over the chunk, and d(T^2 D)/ds = T dD/dz (C, width); log_s = log p_S (overwritten)."""
+    t = plan.objective.temperature
+    if plan.sparse is not None:  # D = sum_i w_i (log w_i - log p_S(ids_i));  dD/dz = p_S - sum_i w_i onehot(ids_i)
+        ids, w = plan.sparse[0][rows], plan.sparse[1][rows]
+        value = sparse_kl_rows(log_s, ids, w)
+        grad = log_s.exp_().scatter_add_(1, ids, -w)  # scatter_add: pad ids may repeat (with weight 0)
+    else:
+        logits_t = plan.teacher_head.logits(plan.teacher[rows], plan.width).div_(t)
+        log_t = torch.log_softmax(logits_t, dim=-1)
+        del logits_t
+        value, grad = _divergence(log_s, log_t, plan.objective.divergence, plan.objective.beta)
+    return value.sum() * t**2, grad.mul_(t)
+
+
+def _chunk(plan: _Plan, head: Head, hidden: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(T^2 D summed, CE summed, d loss / d logits (C, columns or width), None when no gradient) of a chunk."""
+    s = head.logits(hidden, plan.columns)
+    kd = ce = s.new_zeros(())
+    grad = None
+    if plan.targets is not None:
+        ce, ce_grad = _cross_entropy(s, plan.targets[rows])
+        grad = ce_grad.mul_(plan.ce_scale) if plan.ce_scale > 0 else None
+        del ce_grad
+    if plan.has_teacher:
+        log_s = torch.log_softmax(s[:, : plan.width].div_(plan.objective.temperature), dim=-1)
+        del s  # free the chunk's logits before the divergence's temporaries
+        kd, kd_grad = _kd(plan, log_s, rows)
+        if plan.kd_scale > 0 and grad is None:
+            grad = kd_grad.mul_(plan.kd_scale)
+        elif plan.kd_scale > 0:
+            grad[:, : plan.width].add_(kd_grad, alpha=plan.kd_scale)
+    return kd, ce, grad
+
+
+def _run(plan: _Plan, hidden: Tensor, head: Head) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """(sum of T^2 D, sum of CE, float32 [d hidden (N, H), d weight (V, H), d bias (V,)]) over all chunks."""
+    n, size = hidden.shape
+    vocab, zeros = head.weight.shape[0], dict(dtype=torch.float32, device=hidden.device)
+    grads = [
+        torch.zeros(n, size, **zeros) if plan.needs[0] else None,
+        torch.zeros(vocab, head.weight.shape[1], **zeros) if plan.needs[1] else None,
+        torch.zeros(vocab, **zeros) if plan.needs[2] else None,
+    ]
+    kd_sum, ce_sum = torch.zeros((), **zeros), torch.zeros((), **zeros)
+    for start in range(0, n, plan.chunk_size):
+        rows = slice(start, start + plan.chunk_size)
+        x = hidden[rows]
+        kd, ce, grad = _chunk(plan, head, x, rows)
+        kd_sum += kd
+        ce_sum += ce
+        if grad is None:
+            continue
+        columns = grad.shape[1]
+        if grads[0] is not None:
+            grads[0][rows] = grad.to(head.weight.dtype) @ head.weight[:columns]
+        if grads[1] is not None:
+            grads[1][:columns].addmm_(grad.T, x.float())
+        if grads[2] is not None:
+            grads[2][:columns] += grad.sum(0)
+    return kd_sum, ce_sum, grads
+
+
+class _ChunkedObjective(torch.autograd.Function):
+    """(loss, kd, ce) from (hidden, weight, bias); gradients computed in forward, only ``loss`` differentiable."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, plan: _Plan) -> tuple[Tensor, Tensor, Tensor]:
+        kd_sum, ce_sum, grads = _run(plan, hidden, Head(weight, bias))
+        ctx.grads, ctx.dtypes = grads, (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        kd, ce = kd_sum / plan.denominator, ce_sum / plan.denominator
+        terms = [
+            (plan.objective.kd_weight, plan.has_teacher, kd),
+            (plan.objective.ce_weight, plan.targets is not None, ce),
+        ]
+        loss = sum(weight * value for weight, present, value in terms if present and weight > 0)
+        ctx.mark_non_differentiable(kd, ce)
+        return loss, kd, ce
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_kd: Tensor, _grad_ce: Tensor) -> tuple[Tensor | None, ...]:
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:
+            raise RuntimeError("chunked_objective_loss: backward can run only once (its gradients are consumed)")
+        return *(None if g is None else g.mul_(grad_loss).to(d) for g, d in zip(grads, ctx.dtypes)), None
+
+
+def chunked_objective_loss(
+    student_hidden: Tensor,
+    student_head: Head,
+    teacher: Tensor | SparseTeacher | None,
+    targets: Tensor | None,
+    objective: Objective,
+    teacher_head: Head | None = None,
+    width: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    reduction: str = "mean",
+) -> dict[str, Tensor]:
+    """:func:`~distill.losses.objective_loss` on ``student_head(student_hidden)``, ``chunk_size`` positions at a time.
+
+    Args:
+        student_hidden: (N, H_s), the last hidden states of the positions that count.
+        student_head: weight (V_s, H_s) (+ bias (V_s,)); CE is over all V_s columns.
+        teacher: teacher hidden states (N, H_t) used with ``teacher_head`` (run without gradients), a
+            :class:`SparseTeacher` (forward_kl only), or None.
+        targets: (N,) class ids in [0, V_s), or None.
+        width: the divergence is over the first ``width`` columns of both (None: all; vocabularies must match).
+        chunk_size: positions per chunk (> 0); memory ~ chunk_size x V float32 values, times a small constant.
+        reduction: ``mean`` over positions (0 when N = 0), or ``sum``.
+
+    Returns ``{"loss", "kd" (with a teacher), "ce" (with targets)}`` as float32 scalars. Only ``loss``
+    backpropagates, and only once; ``kd`` and ``ce`` are for logging.
+    """
+    n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
+    dense, sparse = isinstance(teacher, Tensor), isinstance(teacher, SparseTeacher)
+    v_t = teacher_head.weight.shape[0] if dense and teacher_head is not None else v_s
+    terms = [(objective.kd_weight, teacher), (objective.ce_weight, targets)]
+    problems = [
+        (student_hidden.dim() != 2, f"student_hidden must be (N, H); got {tuple(student_hidden.shape)}"),
+        (dense and (teacher_head is None or len(teacher) != n), f"teacher hidden states need teacher_head, {n} rows"),
+        (sparse and objective.divergence != "forward_kl", "a SparseTeacher needs divergence forward_kl"),
+        (sparse and len(teacher) != n, f"the SparseTeacher must have {n} rows"),
+        (targets is not None and tuple(targets.shape) != (n,), f"targets must be ({n},)"),
+        (width is None and v_t != v_s, f"student ({v_s}) and teacher ({v_t}) vocabularies differ: pass width"),
+        (width is not None and not 0 < width <= min(v_s, v_t), f"width must be in [1, {min(v_s, v_t)}]; got {width}"),
+        (chunk_size <= 0, f"chunk_size must be > 0; got {chunk_size}"),
+        (reduction not in ("mean", "sum"), f"reduction must be 'mean' or 'sum'; got {reduction!r}"),
+        (
+            teacher is not None and not (dense or sparse),
+            "teacher must be hidden states (N, H_t), a SparseTeacher or None",
+        ),
+        (not any(w > 0 and x is not None for w, x in terms), f"{objective} has no term to optimise"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise ValueError(message)
+    width = v_s if width is None else width
+    if sparse and n and int(teacher.ids.max()) >= width:
+        raise ValueError(f"SparseTeacher ids must be below width {width}; got {int(teacher.ids.max())}")
+    params = (student_hidden, student_head.weight, student_head.bias)
+    needs = tuple(torch.is_grad_enabled() and x is not None and x.requires_grad for x in params)
+    denominator = max(student_hidden.shape[0], 1) if reduction == "mean" else 1
+    plan = _Plan(
+        objective=objective,
+        teacher=teacher if dense else None,
+        teacher_head=teacher_head,
+        sparse=(teacher.ids, teacher.weights(objective.temperature)) if sparse else None,
+        targets=targets,
+        width=width,
+        columns=v_s if targets is not None else width,
+        denominator=denominator,
+        kd_scale=objective.kd_weight / denominator if any(needs) and teacher is not None else 0.0,
+        ce_scale=objective.ce_weight / denominator if any(needs) and targets is not None else 0.0,
+        chunk_size=chunk_size,
+        needs=needs,
+    )
+    loss, kd, ce = _ChunkedObjective.apply(*params, plan)
+    parts = {"kd": kd} if teacher is not None else {}
+    if targets is not None:
+        parts["ce"] = ce
+    return {**parts, "loss": loss}
