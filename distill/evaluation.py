@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.forward import outputs_at_targets
+from distill.forward import forward
 from distill.generation import GenerationSettings, generate_ids
 from distill.losses import Objective, objective_loss
 from distill.metrics import answer_accuracy
@@ -42,12 +42,14 @@ def evaluate_model(
     max_new_tokens: int = 64,
     task: str = "causal_lm",
     generate: bool = True,
+    chunk_size: int | None = None,
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Metrics of ``model`` on ``loader`` and, for causal LMs, its generations.
 
     Returns ``(metrics, samples)``: ``loss`` (mean cross-entropy per response token or
     example), ``accuracy`` (classes, or final answers when the batches carry ``answers``), and
-    prompt/reference/output strings for causal LMs.
+    prompt/reference/output strings for causal LMs. With ``chunk_size`` the loss goes through
+    the memory-bounded path (no N x V logits), as in training.
     """
     was_training = model.training
     model.eval()
@@ -56,11 +58,12 @@ def evaluate_model(
     samples: list[dict[str, str]] = []
     answers: list[str] = []
     for batch in loader:
-        targets, logits = outputs_at_targets(model, batch, task)
-        loss_sum += float(objective_loss(logits, None, targets, CROSS_ENTROPY, reduction="sum")["ce"])
-        count += targets.numel()
+        out = forward(model, batch, task, chunked=bool(chunk_size))
+        parts = objective_loss(out.outputs, None, out.targets, CROSS_ENTROPY, reduction="sum", chunk_size=chunk_size)
+        loss_sum += float(parts["ce"])
+        count += out.targets.numel()
         if task == "classification":
-            correct += int((logits.argmax(-1) == targets).sum())
+            correct += int((out.outputs.argmax(-1) == out.targets).sum())
             continue
         if generate and tokenizer is not None and "prompt_input_ids" in batch:
             texts = generate_texts(

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -27,11 +29,11 @@ from transformers import set_seed
 
 from distill.data import TaskData
 from distill.errors import ConfigError
-from distill.evaluation import evaluate_model
 from distill.loop import checkpoint_dirs, fit, load_latest
 from distill.models import check_model_fits, check_same_tokenizer, num_parameters
 from distill.run_record import check_resume, record_segment, restore_hydra_files
 from distill.settings import TrainConfig
+from distill.teacher_setup import TeacherSource
 from distill.wiring import build, runtime_kwargs, validate_config
 
 log = logging.getLogger(__name__)
@@ -40,17 +42,28 @@ transformers.utils.logging.disable_progress_bar()
 
 
 def hydra_context() -> dict[str, Any]:
-    """Overrides, output dir and sweep name of the running Hydra job (empty outside one)."""
+    """Overrides, output dir, sweep name and parallel jobs of the running Hydra job (empty outside one)."""
     if not HydraConfig.initialized():
-        return {"overrides": [], "output_dir": None, "sweep": None, "distiller": None}
+        return {"overrides": [], "output_dir": None, "sweep": None, "distiller": None, "n_jobs": 1}
     hc = HydraConfig.get()
-    sweep = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    multirun = hc.mode == RunMode.MULTIRUN
     return {
         "overrides": list(hc.overrides.task),
         "output_dir": hc.runtime.output_dir,
-        "sweep": sweep,
+        "sweep": Path(hc.sweep.dir).name if multirun else None,
         "distiller": hc.runtime.choices.get("distiller"),
+        "n_jobs": int(hc.launcher.get("n_jobs") or 1) if multirun else 1,
     }
+
+
+def set_threads(requested: int | None, n_jobs: int) -> int:
+    """Torch's CPU threads: ``train.num_threads``, else this machine's cores shared among the jobs
+    a parallel launcher runs at once (two 2-thread jobs on 2 cores run several times slower than one
+    thread each). Set before the first heavy op, so torch's pools start at that size."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = requested or max(1, cores // max(n_jobs if n_jobs > 0 else cores, 1))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run_name(distiller: str, overrides: list[str], seed: bool = True) -> str:
@@ -75,23 +88,16 @@ def format_metrics(metrics: dict[str, float]) -> str:
     )
 
 
-def build_models(
-    cfg: DictConfig, tokenizer: Any, data: TaskData, need_teacher: bool
-) -> tuple[nn.Module, nn.Module | None]:
-    """The student (checked against the data before the teacher is loaded) and the teacher.
-
-    Both start from ``set_seed(cfg.seed)``, so neither depends on whether the other was built.
-    """
-    available = {"tokenizer": tokenizer, "data": data}
+def build_student(cfg: DictConfig, tokenizer: Any, data: TaskData, teacher: TeacherSource) -> nn.Module:
+    """The student from ``set_seed(cfg.seed)``, checked against the data before any teacher is loaded
+    (unless its constructor takes the ``teacher``, as :func:`distill.student_init.student_from_teacher` does)."""
+    available: dict[str, Any] = {"tokenizer": tokenizer, "data": data}
+    if "teacher" in runtime_kwargs(cfg.model.student, {"teacher": None}):
+        available["teacher"] = teacher.model()
     set_seed(cfg.seed)
     student = build(cfg.model.student, **runtime_kwargs(cfg.model.student, available))
     check_model_fits(student, "model.student", data.max_length, cfg.model.student)
-    if not need_teacher:
-        return student, None
-    set_seed(cfg.seed)
-    teacher = build(cfg.model.teacher, **runtime_kwargs(cfg.model.teacher, available))
-    check_model_fits(teacher, "model.teacher", data.max_length, cfg.model.teacher)
-    return student, teacher
+    return student
 
 
 def make_logger(cfg: DictConfig, out: Path, ctx: dict[str, Any], distiller_name: str, run_id: str | None) -> Any:
@@ -141,21 +147,11 @@ def prepare_resume(cfg: DictConfig, out: Path, resolved: dict[str, Any]) -> dict
     return state
 
 
-def final_metrics(distiller: Any, teacher: nn.Module | None, data: TaskData, tokenizer: Any) -> dict[str, Any]:
-    """The test split's metrics of the student, and the teacher's on validation and test:
-    ``student/test_<m>``, ``teacher/<m>``, ``teacher/test_<m>`` (no ``test_`` keys without a test split)."""
+def test_metrics(distiller: Any, data: TaskData) -> dict[str, Any]:
+    """The student's metrics on the held-out test split (``student/test_<m>``; none without one)."""
     test = data.test_loader()
-    metrics: dict[str, Any] = {}
-    if test is not None:
-        metrics.update({f"student/test_{k}": v for k, v in distiller.validate(test).items()})
-    metrics["student/params"] = num_parameters(distiller.student)
-    if teacher is not None:
-        for prefix, loader in (("", data.val_loader()), ("test_", test)):
-            if loader is not None:
-                values, _ = evaluate_model(teacher, loader, tokenizer, data.max_new_tokens, data.task)
-                metrics.update({f"teacher/{prefix}{k}": v for k, v in values.items()})
-        metrics["teacher/params"] = num_parameters(teacher)
-    return metrics
+    values = distiller.validate(test) if test is not None else {}
+    return {**{f"student/test_{k}": v for k, v in values.items()}, "student/params": num_parameters(distiller.student)}
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
@@ -169,6 +165,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     out = Path(output_dir or ctx["output_dir"] or "outputs/run")
     out.mkdir(parents=True, exist_ok=True)
     validate_config(cfg)
+    threads = set_threads(cfg.train.num_threads, ctx["n_jobs"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resume_state = prepare_resume(cfg, out, resolved)  # type: ignore[arg-type]
     record_segment(out, cfg, ctx["overrides"], resume_state.get("step", 0))
@@ -179,11 +176,18 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     if cfg.model.get("teacher_tokenizer") is not None:  # models with their own tokenizers must agree
         check_same_tokenizer(tokenizer, build(cfg.model.teacher_tokenizer))
     data = build(cfg.data, tokenizer=tokenizer)
-    student, teacher = build_models(cfg, tokenizer, data, distiller_cls.requires_teacher or cfg.evaluate_teacher)
+    teacher = TeacherSource(cfg, tokenizer, data)
+    student = build_student(cfg, tokenizer, data, teacher)
     available = {
-        "student_model": student, "tokenizer": tokenizer, "task": data.task, "max_new_tokens": data.max_new_tokens,
-        **({"teacher_model": teacher} if distiller_cls.requires_teacher else {}),
-    }  # fmt: skip
+        "student_model": student,
+        "tokenizer": tokenizer,
+        "task": data.task,
+        "max_new_tokens": data.max_new_tokens,
+    }
+    if distiller_cls.requires_teacher and cfg.distiller.get("teacher_cache"):
+        available["teacher_targets"] = teacher.targets()
+    elif distiller_cls.requires_teacher:
+        available["teacher_model"] = teacher.model()
     distiller = build(cfg.distiller, **runtime_kwargs(cfg.distiller, available))
     train_cfg = TrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), output_dir=str(out), seed=cfg.seed)
     logger = make_logger(cfg, out, ctx, name, resume_state.get("wandb_run_id"))
@@ -191,10 +195,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         loaders = (data.train_loader(seed=cfg.seed), data.val_loader())
         val = fit(distiller, *loaders, train_cfg, build(cfg.optimizer), logger, state={"run_config": resolved})
         metrics: dict[str, Any] = {f"student/{k}": v for k, v in val.items()}
-        metrics.update(final_metrics(distiller, teacher if cfg.evaluate_teacher else None, data, tokenizer))
+        metrics.update(test_metrics(distiller, data))
+        metrics.update(teacher.metrics() if cfg.evaluate_teacher else {})
         metrics["wall_time_s"] = round(time.time() - started, 1)
         logger.summary(metrics)
-        record = {**metrics, "distiller": name, "overrides": ctx["overrides"]}
+        record = {**metrics, "distiller": name, "overrides": ctx["overrides"], "threads": threads}
         (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
         print(
             f"\nFinal metrics (student/<m>: validation; */test_<m>: the held-out test split)\n{format_metrics(metrics)}"

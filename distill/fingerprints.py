@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,3 +35,20 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """sha256 of the vocabulary and the special-token ids."""
     special = {"pad": tokenizer.pad_token_id, "eos": tokenizer.eos_token_id, "bos": tokenizer.bos_token_id}
     return sha256_json({"vocab": sorted(tokenizer.get_vocab().items()), "special": special})
+
+
+def files_fingerprint(directory: Path, patterns: tuple[str, ...] = ("*.safetensors", "*.bin", "config.json")) -> str:
+    """sha256 of a model directory's weight and config files (names and bytes), without loading a model."""
+    h = hashlib.sha256()
+    for path in sorted(p for pattern in patterns for p in directory.glob(pattern)):
+        h.update(f"{path.name}:{path.stat().st_size}".encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset: Any, columns: tuple[str, ...] = ("input_ids", "labels", "label")) -> str:
+    """sha256 of a tokenized ``datasets.Dataset``'s token and label columns."""
+    present = [c for c in columns if c in dataset.column_names]
+    return sha256_json({c: dataset.data.column(c).to_pylist() for c in present})

@@ -1,12 +1,17 @@
 """Forward passes reduced to the positions that count, for students and frozen teachers.
 
-Causal LM: the logits of the N response positions of a batch (the shift and the response mask
-of :func:`~distill.data.sequences.at_response_positions`) and the N tokens they predict.
-Classifier: one position per example, its class logits and its label.
+Causal LM: the N response positions of a batch (the shift and the response mask of
+:func:`~distill.data.sequences.at_response_positions`) and the N tokens they predict; with
+``chunked``, the model runs without its full-vocabulary head (``logits_to_keep=1``) and the
+positions come as :class:`~distill.losses.Hidden` (last hidden states + the head), for the
+memory-bounded loss. Classifier: one position per example, its class logits and its label.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,6 +19,18 @@ from torch import Tensor, nn
 
 from distill.data.collators import MODEL_KEYS
 from distill.data.sequences import at_response_positions
+from distill.losses import Head, Hidden
+
+
+@dataclass
+class Forward:
+    """One model's outputs on a batch: ``targets`` (N,), ``outputs`` (logits (N, V) or Hidden), and,
+    when asked for, every layer's hidden states and attentions as the model returns them."""
+
+    targets: Tensor
+    outputs: Tensor | Hidden
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
 
 
 def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, Tensor]:
@@ -21,22 +38,64 @@ def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str,
     return {k: batch[k].to(device) for k in MODEL_KEYS if k in batch}
 
 
-def outputs_at_targets(model: nn.Module, batch: dict[str, Any], task: str) -> tuple[Tensor, Tensor]:
-    """``(targets (N,), logits (N, V))`` of ``model`` on the positions of ``batch`` that count."""
-    device = next(model.parameters()).device
-    logits = model(**model_inputs(batch, device)).logits
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP/FSDP wrapper (``.module``), or the model itself."""
+    return getattr(model, "module", model)
+
+
+def output_head(model: nn.Module) -> Head | None:
+    """The output layer as a :class:`Head`, or None when the logits are not a plain linear map of the
+    last hidden state (soft-capped or scaled logits, as in Gemma 2 or Cohere) or there is no LM head."""
+    model = unwrap(model)
+    layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    config = getattr(model, "config", None)
+    plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1.0) in (
+        1,
+        None,
+    )
+    return Head(layer.weight, layer.bias) if isinstance(layer, nn.Linear) and plain else None
+
+
+@functools.cache
+def _keeps_logits(model_type: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
+
+
+def forward(
+    model: nn.Module,
+    batch: dict[str, Any],
+    task: str,
+    chunked: bool = False,
+    hidden_states: bool = False,
+    attentions: bool = False,
+) -> Forward:
+    """``model`` on ``batch``, reduced to the positions that count (see the module docstring)."""
+    core = unwrap(model)
+    device = next(core.parameters()).device
+    inputs = model_inputs(batch, device)
     labels = batch["labels"].to(device)
+    head = output_head(core) if chunked and task == "causal_lm" else None
+    options: dict[str, Any] = {"output_hidden_states": hidden_states or head is not None}
+    if attentions:
+        options["output_attentions"] = True
+    if head is not None and _keeps_logits(type(core)):
+        options["logits_to_keep"] = 1  # the head runs on the last position only; the loss applies it per chunk
+    out = model(**inputs, **options)
+    states = out.hidden_states if hidden_states else None
     if task == "classification":
-        return labels, logits
-    targets, logits = at_response_positions(labels, logits)
-    return targets, logits
+        return Forward(labels, out.logits, states, out.attentions if attentions else None)
+    if head is not None:
+        targets, last = at_response_positions(labels, out.hidden_states[-1])
+        return Forward(targets, Hidden(last, head), states, out.attentions if attentions else None)
+    targets, logits = at_response_positions(labels, out.logits)
+    return Forward(targets, logits, states, out.attentions if attentions else None)
 
 
 @torch.no_grad()
-def frozen_outputs(teacher: nn.Module, batch: dict[str, Any], task: str) -> Tensor:
-    """The teacher's logits (N, V) on the positions that count: eval mode, no gradients.
+def frozen_forward(teacher: nn.Module, batch: dict[str, Any], task: str, **options: bool) -> Forward:
+    """The teacher's :func:`forward` in eval mode, without gradients.
 
-    ``no_grad`` rather than ``inference_mode``: the result feeds a loss that is backpropagated.
+    ``no_grad`` rather than ``inference_mode``: the outputs feed a loss that is backpropagated.
     """
     teacher.eval()
-    return outputs_at_targets(teacher, batch, task)[1]
+    return forward(teacher, batch, task, **options)

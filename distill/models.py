@@ -94,6 +94,20 @@ def pretrained(
         raise DistillError(f"could not load model {name_or_path!r}: {first}") from None
 
 
+def pretrained_dir(name_or_path: str, revision: str | None = None, **_: Any) -> Path | None:
+    """Where :func:`pretrained` reads ``name_or_path``'s files from, without loading the model: the
+    local directory, or the hub snapshot already in the local cache (None if it is not there)."""
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        return path if path.is_dir() else None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, revision=revision, local_files_only=True))
+    except Exception:  # not in the local cache (or offline): the caller loads the model instead
+        return None
+
+
 def pretrained_tokenizer(
     name_or_path: str, trust_remote_code: bool = False, revision: str | None = None
 ) -> PreTrainedTokenizerBase:

@@ -24,7 +24,7 @@ from distill.settings import RunSettings, cache_dir
 from distill.tracking import WandbLogger
 
 # Constructor arguments the runner passes (see distill.experiment), never set in a config.
-DISTILLER_RUNTIME = ("student_model", "teacher_model", "tokenizer", "max_new_tokens", "task")
+DISTILLER_RUNTIME = ("student_model", "teacher_model", "teacher_targets", "tokenizer", "max_new_tokens", "task")
 DATA_RUNTIME = ("tokenizer",)
 LOGGER_RUNTIME = ("dir", "run_config", "run_id")
 _PLAIN = (int, float, bool, str)

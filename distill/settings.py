@@ -43,6 +43,7 @@ class TrainSettings:
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2  # the newest N are kept; an unreadable one falls back to the one before
     device: str = "auto"  # auto: cuda if available, else cpu
+    num_threads: int | None = None  # CPU threads; null: all cores, or cores // n_jobs under a parallel launcher
     precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, else fp32
     resume: bool = False  # continue from the newest checkpoint in the run directory
     resume_allow_changes: list[str] = field(default_factory=list)  # config keys (or prefixes) a resume may change
@@ -79,6 +80,7 @@ class TrainConfig(TrainSettings):
         positive("grad_accum", self.grad_accum)
         positive("log_every", self.log_every)
         positive("keep_checkpoints", self.keep_checkpoints)
+        positive("num_threads", self.num_threads, none_ok=True)
         for key in ("eval_every", "checkpoint_every", "warmup_steps"):
             value = getattr(self, key)
             require(isinstance(value, int) and value >= 0, f"train.{key}", value, "must be an integer >= 0")

@@ -33,7 +33,20 @@ def load_or_train_teacher(
     recipe: dict[str, Any],
     cache_dir: str | None = None,
 ) -> PreTrainedModel:
-    """Load the cached teacher for this recipe, training and caching it first if needed.
+    """Load the cached teacher for this recipe, training and caching it first if needed
+    (arguments as :func:`trained_teacher_dir`)."""
+    path = trained_teacher_dir(tokenizer, data, architecture, recipe, cache_dir)
+    return AUTO_CLASSES[data.task].from_pretrained(path, use_safetensors=True)
+
+
+def trained_teacher_dir(
+    tokenizer: PreTrainedTokenizerBase,
+    data: TaskData,
+    architecture: dict[str, Any],
+    recipe: dict[str, Any],
+    cache_dir: str | None = None,
+) -> Path:
+    """The directory of the cached teacher for this recipe (``save_pretrained``), trained first if needed.
 
     Args:
         tokenizer: the shared tokenizer (the runner passes it).
@@ -60,7 +73,7 @@ def load_or_train_teacher(
             log.info("using the cached teacher %s", path)
         else:
             _train(tokenizer, data, architecture, recipe, path)
-    return AUTO_CLASSES[data.task].from_pretrained(path, use_safetensors=True)
+    return path
 
 
 def _train(

@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import absl.logging
 import pytest
 import torch
 
@@ -24,6 +26,10 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["HYDRA_FULL_ERROR"] = "0"
 os.environ.pop("WANDB_API_KEY", None)
+# rouge-score imports absl, whose handler keeps the sys.stderr of the moment and closes it when a later
+# logging.config.dictConfig (Hydra's, in cli() below) shuts handlers down while stderr is redirected: point
+# it at the real stderr, which it never closes.
+absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,7 +84,8 @@ def cli(*args: str) -> CliResult:
     import train
 
     out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
+    argv, root = sys.argv, logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     sys.argv = ["train.py", *args]
     code = 0
     try:
@@ -88,6 +95,11 @@ def cli(*args: str) -> CliResult:
         code = e.code if isinstance(e.code, int) else 1
     finally:
         sys.argv = argv
+        for handler in set(root.handlers) - set(handlers):  # Hydra's handlers write to the streams captured above
+            root.removeHandler(handler)
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return CliResult(code, out.getvalue(), err.getvalue())
 
 

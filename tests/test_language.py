@@ -172,7 +172,9 @@ def test_second_run_reuses_cached_generations(splits, cache_dir, monkeypatch, ca
     n, out = run(copy.deepcopy(teacher))  # a later run: same weights, a new model object
     assert n == 0
     distinct = len(set(splits["train"]["prompt"]))
-    assert out.count("teacher generations: using cache") == 2 and f"({distinct} prompts)" in out and "(8 prompts)" in out
+    assert (
+        out.count("teacher generations: using cache") == 2 and f"({distinct} prompts)" in out and "(8 prompts)" in out
+    )
     n, _ = run(teacher, temperature=3.0, top_p=0.5, kd_weight=0.1, alpha=0.5)  # no effect on greedy completions
     assert n == 0
     n, _ = run(teacher, max_length=6)  # other settings: new train generations, same validation ones

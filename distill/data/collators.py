@@ -34,6 +34,8 @@ class CausalLMCollator:
         }
         if "answer" in rows[0]:
             batch["answers"] = [r["answer"] for r in rows]
+        if "index" in rows[0]:  # the example's row in its split (the teacher cache's key)
+            batch["index"] = torch.tensor([r["index"] for r in rows], dtype=torch.long)
         return batch
 
 

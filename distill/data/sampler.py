@@ -1,11 +1,12 @@
-"""The training sampler: a reshuffle per epoch that is a pure function of (seed, epoch)."""
+"""The order examples come in: the training sampler (a reshuffle per epoch, a pure function of
+(seed, epoch)) and a loader's dataset read once in order."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochSampler(Sampler[int]):
@@ -32,3 +33,9 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n - self.start
+
+
+def in_dataset_order(loader: DataLoader, batch_size: int | None = None) -> DataLoader:
+    """The same dataset and collator, read once in dataset order (the sampler's shuffle and position ignored)."""
+    size = batch_size or loader.batch_size or 64
+    return DataLoader(loader.dataset, batch_size=size, shuffle=False, collate_fn=loader.collate_fn)

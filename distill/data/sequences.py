@@ -65,6 +65,11 @@ def sequence_batch(prompts: list[list[int]], completions: list[list[int]], pad_t
     }
 
 
+def response_mask(labels: Tensor) -> Tensor:
+    """(B, L) labels -> (B, L - 1) bool: position t counts when token t + 1 is a response token."""
+    return labels[:, 1:] != IGNORE_INDEX
+
+
 def at_response_positions(labels: Tensor, *per_position: Tensor) -> tuple[Tensor, ...]:
     """The shift and the response mask, in one place.
 
@@ -73,5 +78,5 @@ def at_response_positions(labels: Tensor, *per_position: Tensor) -> tuple[Tensor
     (B, L, ...) -> ``(targets, *selected)``: targets (N,) and each tensor's (N, ...) rows, in
     row-major order, N = the number of response tokens.
     """
-    mask = labels[:, 1:] != IGNORE_INDEX
+    mask = response_mask(labels)
     return labels[:, 1:][mask], *(x[:, :-1][mask] for x in per_position)

@@ -20,7 +20,7 @@ from distill.data.collators import CausalLMCollator, ClassificationCollator
 from distill.data.sampler import EpochSampler
 from distill.data.sequences import IGNORE_INDEX
 from distill.errors import require
-from distill.fingerprints import sha256_json
+from distill.fingerprints import dataset_fingerprint, sha256_json
 
 log = logging.getLogger(__name__)
 TASKS = ("causal_lm", "classification")
@@ -78,6 +78,7 @@ class TaskData:
         self.raw = source
         encode = self._encode_causal if task == "causal_lm" else self._encode_classification
         self.train = self._tokenize(_first(source["train"], max_train_examples), encode, "train")
+        self.train = self.train.add_column("index", list(range(len(self.train))))  # keys the teacher cache
         self.validation = self._tokenize(_first(source["validation"], max_eval_examples), encode, "validation")
         self.test = (
             self._tokenize(_first(source["test"], max_eval_examples), encode, "test") if "test" in source else None
@@ -123,10 +124,9 @@ class TaskData:
 
     def fingerprint(self, split: str = "train") -> str:
         """sha256 of what a split feeds a model: task, max_length and every token and label."""
-        dataset = getattr(self, split)
-        columns = [c for c in ("input_ids", "labels", "label") if c in dataset.column_names]
-        values = {c: dataset.data.column(c).to_pylist() for c in columns}
-        return sha256_json({"task": self.task, "max_length": self.max_length, **values})
+        return sha256_json(
+            {"task": self.task, "max_length": self.max_length, "data": dataset_fingerprint(getattr(self, split))}
+        )
 
     def train_loader(self, seed: int = 0, batch_size: int | None = None) -> DataLoader:
         """Shuffled training loader whose sampler (an :class:`EpochSampler`) can be repositioned."""
@@ -141,6 +141,12 @@ class TaskData:
 
     def val_loader(self) -> DataLoader:
         return DataLoader(self.validation, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collator)
+
+    def ordered_loader(self, split: str = "train") -> DataLoader:
+        """A split read once in order, in evaluation-sized batches (e.g. for one teacher pass)."""
+        return DataLoader(
+            getattr(self, split), batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collator
+        )
 
     def test_loader(self) -> DataLoader | None:
         """The held-out test split, or None when the source has none."""

@@ -12,6 +12,7 @@ student and the frozen teacher, keeps the positions that count and calls the one
 from __future__ import annotations
 
 import inspect
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,11 +22,12 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.errors import ConfigError
+from distill.distillers.intermediate import IntermediateTerms, token_mask
+from distill.errors import ConfigError, require
 from distill.evaluation import evaluate_model
-from distill.forward import frozen_outputs, outputs_at_targets
+from distill.forward import Forward, forward, frozen_forward
 from distill.loop import TrainConfig, fit
-from distill.losses import Objective, objective_loss
+from distill.losses import DEFAULT_CHUNK_SIZE, Objective, objective_loss
 from distill.models import model_task, shared_width
 
 Batch = dict[str, Any]
@@ -116,6 +118,8 @@ class Distiller(BaseDistiller):
         task: ``causal_lm`` or ``classification``; the runner passes the data's, and by default
             it is read off the student (an LM head or not).
         max_new_tokens: generation budget at validation (causal LMs).
+        chunk_size: causal LMs: positions per chunk of the memory-bounded loss, which never holds
+            N x V logits (0 or None: materialise the logits). Classifiers always materialise.
     """
 
     def __init__(
@@ -125,11 +129,15 @@ class Distiller(BaseDistiller):
         tokenizer: PreTrainedTokenizerBase | None = None,
         max_new_tokens: int = 64,
         task: str | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     ) -> None:
         super().__init__(student_model, teacher_model, tokenizer)
-        self.max_new_tokens = max_new_tokens
+        require(chunk_size is None or (isinstance(chunk_size, int) and chunk_size >= 0), "distiller.chunk_size",
+                chunk_size, "must be a positive integer, or 0 / null to materialise the logits")  # fmt: skip
+        self.max_new_tokens, self.chunk_size = max_new_tokens, chunk_size or None
         self.task = task or model_task(student_model)
         self.width = shared_width(teacher_model, student_model, tokenizer) if teacher_model is not None else None
+        self.intermediate: IntermediateTerms | None = None  # hidden-state and attention terms (LogitDistiller)
         self.last_samples: list[dict[str, str]] = []  # generations from the latest validate()
 
     def train_step(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, float]:
@@ -147,15 +155,51 @@ class Distiller(BaseDistiller):
     def loss_on(self, sequences: Batch, objective: Objective, names: dict[str, str] | None = None) -> LossOutput:
         """The objective on ``sequences`` (``input_ids``, ``attention_mask``, ``labels``).
 
-        The student runs with gradients; the teacher (when the objective weighs a divergence)
-        runs frozen; both are reduced to the positions that count, and
-        :func:`~distill.losses.objective_loss` combines them. ``names`` renames the logged
-        parts (``{"ce": "ce_teacher"}``); a part mapped to ``""`` is not logged.
+        The student runs with gradients; the teacher (when the objective weighs a divergence, or
+        intermediate-layer terms are on) runs frozen; both are reduced to the positions that
+        count, and :func:`~distill.losses.objective_loss` combines them (plus
+        :attr:`intermediate`'s terms). ``names`` renames the logged parts (``{"ce": "ce_teacher"}``);
+        a part mapped to ``""`` is not logged.
         """
-        targets, student = outputs_at_targets(self.student, sequences, self.task)
-        teacher = frozen_outputs(self.teacher, sequences, self.task) if objective.kd_weight > 0 else None
-        parts = objective_loss(student, teacher, targets, objective, self.width)
+        chunked = self.chunk_size is not None
+        extra = self.intermediate.request if self.intermediate is not None else {}
+        student = forward(self.student, sequences, self.task, chunked=chunked, **extra)
+        teacher = (
+            self.teacher_forward(sequences, chunked, extra) if objective.kd_weight > 0 or any(extra.values()) else None
+        )
+        kd_teacher = (teacher.outputs if isinstance(teacher, Forward) else teacher) if objective.kd_weight > 0 else None
+        parts = objective_loss(
+            student.outputs, kd_teacher, student.targets, objective, self.width, chunk_size=self.chunk_size
+        )
+        if self.intermediate is not None and any(extra.values()):
+            mask = token_mask(sequences, self.task).to(self.device)
+            terms = self.intermediate(student, teacher, mask)
+            parts["loss"] = parts["loss"] + self.intermediate.weighted(terms)
+            parts.update(terms)
         loss = parts.pop("loss")
         names = names or {}
         logged = {names.get(k, k): float(v.detach()) for k, v in parts.items()}
         return LossOutput(loss, {k: v for k, v in logged.items() if k})
+
+    def teacher_forward(self, sequences: Batch, chunked: bool, extra: dict[str, bool]) -> Any:
+        """The teacher's outputs on the positions that count (its frozen forward)."""
+        return frozen_forward(self.teacher, sequences, self.task, chunked=chunked, **extra)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """What the optimizer updates: the student's parameters and the intermediate terms' projections."""
+        extra = self.intermediate.parameters() if self.intermediate is not None else iter(())
+        return (p for p in itertools.chain(self.student.parameters(), extra) if p.requires_grad)
+
+    def to(self, device: torch.device | str) -> Distiller:
+        super().to(device)
+        if self.intermediate is not None:
+            self.intermediate.to(device)
+        return self
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Trainable state besides the student (the projections), kept in checkpoints."""
+        return self.intermediate.state_dict() if self.intermediate is not None else {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.intermediate is not None and state:
+            self.intermediate.load_state_dict(state)

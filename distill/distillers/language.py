@@ -12,7 +12,7 @@ from distill.distillers.base import Batch, Distiller, LossOutput
 from distill.distillers.sources import TeacherCompletions, TeacherGenerations, generation_settings, require_tokenizer
 from distill.distillers.text_validation import TextValidation
 from distill.errors import require, require_fraction
-from distill.losses import Objective
+from distill.losses import DEFAULT_CHUNK_SIZE, Objective
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class LanguageDistiller(Distiller):
         seed: int = 0,
         max_new_tokens: int = 64,
         task: str | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
         require_fraction("distiller.alpha", alpha)
@@ -66,7 +67,7 @@ class LanguageDistiller(Distiller):
         settings = generation_settings(max_length or max_new_tokens, do_sample, temperature, top_p, num_samples, seed)
         self.on_teacher_text = Objective(kd_weight, alpha, divergence, temperature, beta)
         self.on_dataset = Objective(ce_weight=1.0 - alpha)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size)
         self.alpha, self.kd_weight = alpha, kd_weight
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.teacher_completions = TeacherCompletions(generations, settings)

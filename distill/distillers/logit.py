@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from distill.distillers.base import Batch, Distiller, LossOutput
-from distill.errors import require_fraction
-from distill.losses import Objective
+from distill.distillers.intermediate import IntermediateTerms
+from distill.errors import ConfigError, require, require_fraction
+from distill.fingerprints import dataset_fingerprint, model_fingerprint
+from distill.losses import DEFAULT_CHUNK_SIZE, Objective
+from distill.settings import cache_dir as default_cache_dir
+from distill.teacher_cache import CacheSettings, TeacherLogitCache, cache_for_loader, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -21,28 +27,98 @@ class LogitDistiller(Distiller):
     EOS kept); for classifiers over the class logits. ``D`` is ``divergence`` (see
     :mod:`distill.losses`); ``beta`` is JSD's mixing weight. The teacher's logits are sliced to
     the width both models share.
+
+    ``hidden_weight`` and ``attention_weight`` add intermediate-layer terms (hidden states with
+    ``hidden_loss`` mse or cosine, attention maps with ``attention_loss`` kl or mse) over ``layer_map``
+    (:mod:`distill.distillers.intermediate`).
+
+    ``teacher_cache`` (``top_k`` or ``sampled``, ``teacher_cache_size`` tokens per position) replaces
+    the teacher's forward pass by sparse targets computed once over the training set and kept on
+    disk under ``cache_dir`` (:mod:`distill.teacher_cache`; forward KL only). Pass a built cache as
+    ``teacher_targets`` (what ``train.py`` does, so the teacher is never loaded), or a teacher: the
+    cache is then built or reused before the first step.
     """
 
     def __init__(
         self,
         student_model: nn.Module,
-        teacher_model: nn.Module,
+        teacher_model: nn.Module | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         temperature: float = 2.0,
         alpha: float = 0.5,
         divergence: str = "forward_kl",
         beta: float = 0.5,
+        hidden_weight: float = 0.0,
+        hidden_loss: str = "mse",
+        attention_weight: float = 0.0,
+        attention_loss: str = "kl",
+        layer_map: list[list[int]] | None = None,
+        teacher_cache: str | None = None,
+        teacher_cache_size: int = 16,
+        cache_dir: str | None = None,
         max_new_tokens: int = 64,
         task: str | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        teacher_targets: TeacherLogitCache | None = None,
     ) -> None:
         require_fraction("distiller.alpha", alpha)
         if alpha == 0:
-            log.warning(
-                "distiller.alpha=0 turns the distillation term off: this is distiller=supervised, paying for a teacher"
-            )
+            log.warning("distiller.alpha=0 turns the distillation term off: this is distiller=supervised")
         self.objective = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task)
+        self.cache_settings = check_cache(teacher_cache, teacher_cache_size, divergence, alpha, teacher_targets)
+        if teacher_model is None and teacher_targets is None:
+            raise ConfigError("LogitDistiller needs a teacher_model (or teacher_targets, a built teacher cache)")
+        self.requires_teacher = teacher_targets is None
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size)
+        require(self.cache_settings is None or self.task == "causal_lm", "distiller.teacher_cache", teacher_cache,
+                "is for causal LMs (a classifier's teacher logits are cheap: leave it null)")  # fmt: skip
+        if teacher_targets is not None and self.width is None:
+            self.width = teacher_targets.meta["width"]
+        self.teacher_targets = teacher_targets
+        self.cache_dir = cache_dir
+        for key, value in (("hidden_weight", hidden_weight), ("attention_weight", attention_weight)):
+            require(isinstance(value, (int, float)) and value >= 0, f"distiller.{key}", value, "must be >= 0")
+        if hidden_weight > 0 or attention_weight > 0:
+            require(teacher_model is not None and teacher_targets is None, "distiller.teacher_cache", teacher_cache,
+                    "must be null with hidden_weight or attention_weight: they need the teacher's layers")  # fmt: skip
+            self.intermediate = IntermediateTerms(
+                student_model, teacher_model, hidden_weight, hidden_loss, attention_weight, attention_loss, layer_map
+            )
         self.temperature, self.alpha, self.divergence, self.beta = temperature, alpha, divergence, beta
+
+    def prepare(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None) -> None:
+        """With ``teacher_cache`` and no ``teacher_targets``: build (or reuse) the cache from the teacher."""
+        if self.cache_settings is None or self.teacher_targets is not None:
+            return
+        dataset = getattr(train_loader, "dataset", None)
+        if dataset is None or "index" not in getattr(dataset, "column_names", ()):
+            raise ConfigError("distiller.teacher_cache needs a DataLoader over a tokenized dataset with an 'index' "
+                              "column (distill.data.TaskData's loaders have one)")  # fmt: skip
+        key = cache_key(model_fingerprint(self.teacher), dataset_fingerprint(dataset), self.cache_settings)
+        root = default_cache_dir(self.cache_dir) if self.cache_dir else default_cache_dir(sub="teacher-logits")
+        self.teacher_targets = cache_for_loader(
+            self.teacher, train_loader, self.cache_settings, root, key, self.width, log
+        )
 
     def compute_loss(self, batch: Batch) -> LossOutput:
         return self.loss_on(batch, self.objective)
+
+    def teacher_forward(self, sequences: Batch, chunked: bool, extra: dict[str, bool]) -> Any:
+        if self.teacher_targets is None:
+            return super().teacher_forward(sequences, chunked, extra)
+        return self.teacher_targets.targets(sequences["index"].tolist(), self.device)
+
+
+def check_cache(
+    mode: str | None, size: int, divergence: str, alpha: float, built: TeacherLogitCache | None
+) -> CacheSettings | None:
+    """The cache settings, refusing what a sparse cache cannot do, in one line each."""
+    if mode is None and built is None:
+        return None
+    settings = CacheSettings(mode or built.meta["mode"], size if mode else built.meta["size"])
+    require(divergence == "forward_kl", "distiller.divergence", divergence,
+            f"distiller.teacher_cache={settings.mode} supports forward_kl only: a sparse cache keeps the teacher's "
+            "probability of a few tokens, and reverse_kl, jsd and tvd need it for every token")  # fmt: skip
+    if alpha == 0:
+        log.warning("distiller.teacher_cache with alpha=0: the cache is built but never used")
+    return settings

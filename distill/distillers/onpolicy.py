@@ -13,7 +13,7 @@ from distill.distillers.base import Batch, Distiller, LossOutput
 from distill.distillers.sources import TeacherGenerations, generation_settings, require_tokenizer, student_samples
 from distill.distillers.text_validation import TextValidation
 from distill.errors import require_fraction
-from distill.losses import Objective
+from distill.losses import DEFAULT_CHUNK_SIZE, Objective
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class OnPolicyDistiller(Distiller):
         generation_batch_size: int = 128,
         max_new_tokens: int = 64,
         task: str | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
         require_fraction("distiller.lmbda", lmbda)
@@ -60,7 +61,7 @@ class OnPolicyDistiller(Distiller):
         self.settings = generation_settings(max_length or max_new_tokens, do_sample, temperature, top_p)
         self.on_samples = Objective(1.0, 0.0, divergence, temperature, beta)
         self.on_dataset = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size)
         self.lmbda = lmbda
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.text_validation = TextValidation(generations, max_new_tokens, self.task)

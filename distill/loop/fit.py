@@ -104,6 +104,8 @@ def _resume(s: _Session, device: torch.device) -> None:
     s.opt.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
+    if hasattr(s.distiller, "load_extra_state"):  # trainable state besides the student (e.g. projections)
+        s.distiller.load_extra_state(state.get("extra_modules", {}))
     s.step, s.micro, s.skipped = state["step"], state["micro"], state.get("skipped", 0)
     log.info("resumed from %s at step %d", ckpt, s.step)
 
@@ -120,6 +122,7 @@ def _checkpoint(s: _Session) -> Path | None:
         "scheduler": s.scheduler.state_dict(),
         "rng": rng_state(),
         "config": asdict(s.cfg),
+        "extra_modules": s.distiller.extra_state() if hasattr(s.distiller, "extra_state") else {},
         **s.extra_state,
     }
     return save_checkpoint(s.out_dir, s.distiller.student, state, keep=s.cfg.keep_checkpoints)

@@ -14,8 +14,9 @@ class Trainable(Protocol):
     """A distiller as the loop sees it (:class:`distill.distillers.BaseDistiller` is one).
 
     Optional: ``prepare(train_loader, val_loader)`` for one-off work before the first step (the
-    language distiller's teacher generations) and ``last_samples`` (rows logged after
-    ``validate``).
+    language distiller's teacher generations), ``last_samples`` (rows logged after ``validate``),
+    and ``extra_state()`` / ``load_extra_state(state)`` for trainable state besides the student
+    (kept in checkpoints, not in the exported student).
     """
 
     student: nn.Module

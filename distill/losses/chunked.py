@@ -91,9 +91,7 @@ def _divergence(log_s: Tensor, log_t: Tensor, divergence: str, beta: float) -> t
         p_r = _masked_(p_s, log_s.sub_(log_t))
         value = p_r.sum(-1)
         return value, p_r.sub_(p_s.mul_(value[:, None]))
-    if (
-        divergence == "jsd"
-    ):  # D = beta KL(p_T || M) + (1 - beta) KL(p_S || M);  dD/dz = (1 - beta) p_S (r - KL(p_S || M))
+    if divergence == "jsd":  # D = beta KL(p_T||M) + (1 - beta) KL(p_S||M);  dD/dz = (1 - beta) p_S (r - KL(p_S||M))
         log_m = log_t + math.log(beta)
         torch.logaddexp(log_m, log_s + math.log1p(-beta), out=log_m)  # log M
         p_t = log_t.exp()

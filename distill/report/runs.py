@@ -121,6 +121,8 @@ def collect(paths: Sequence[Path]) -> list[dict[str, Any]]:
             name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
             if run_dir == root and run_dir.name.isdigit():  # a sweep's job given alone: "<sweep>/<n>"
                 name = f"{run_dir.parent.name}/{run_dir.name}"
+            elif run_dir != root and len(paths) > 1:  # jobs of several sweeps: "<sweep>/<n>"
+                name = f"{root.name}/{name}"
             runs.append(load_run(run_dir, name))
     if not any(r["status"] == "ok" for r in runs):
         failed = f" ({len(runs)} job(s) without results: failed or still running)" if runs else ""

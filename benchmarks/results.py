@@ -1,0 +1,65 @@
+"""Regenerate the README's results on the embedded task: every figure over 3 seeds.
+
+    python -m benchmarks.results [--runs outputs/results] [--out docs/results] [--seeds 0,1,2] [--jobs 2]
+
+Runs these sweeps with ``train.py -m`` (``--jobs`` jobs at a time with the joblib launcher, each
+with cores // jobs threads), then ``python -m distill.report`` over all of them, which groups the
+runs that differ only in their seed (mean ± std, n) into ``<out>/report.md``:
+
+    logit      the default experiment's distiller over temperature x alpha
+    baselines  supervised (label-only), language (sequence-level) and onpolicy (GKD)
+
+The runs go to ``<runs>/<sweep>/<job>/`` (git-ignored), the report (Markdown, CSV, plots) to
+``<out>``; the teacher is trained once (cached) if needed. Prints the wall time of each sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = {
+    "logit": ["distiller.temperature=1,2,4", "distiller.alpha=0.5,0.9"],
+    "baselines": ["distiller=supervised,language,onpolicy"],
+}
+
+
+def sweep_command(name: str, overrides: list[str], runs: Path, seeds: str, jobs: int) -> list[str]:
+    launcher = ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    return [
+        sys.executable, "train.py", "-m", *launcher, f"seed={seeds}", *overrides, "logger=none",
+        "train.progress=false", f"hydra.sweep.dir={runs / name}",
+    ]  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (each gets cores // jobs threads)")
+    parser.add_argument("--sweeps", nargs="*", default=list(SWEEPS), choices=list(SWEEPS))
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args = parser.parse_args()
+    for name in args.sweeps:
+        command = sweep_command(name, SWEEPS[name], args.runs, args.seeds, args.jobs)
+        print(" ".join(command[1:]), flush=True)
+        if args.dry_run:
+            continue
+        started = time.time()
+        if subprocess.run(command, cwd=ROOT).returncode != 0:
+            print(f"sweep {name} failed; see {args.runs / name}", file=sys.stderr)
+            return 1
+        print(f"sweep {name}: {time.time() - started:.0f} s", flush=True)
+    report = [sys.executable, "-m", "distill.report", *(str(args.runs / n) for n in args.sweeps)]
+    report += ["--out", str(args.out)]
+    print(" ".join(report[1:]), flush=True)
+    return 0 if args.dry_run else subprocess.run(report, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

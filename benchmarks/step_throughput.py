@@ -1,0 +1,377 @@
+"""Training-step throughput of the project's logit step against a naive PyTorch KD loop and TRL's GKDTrainer.
+
+    python -m benchmarks.step_throughput [--sizes tiny big] [--repeats 3] [--steps N] [--threads 1]
+
+Models and data (identical for every variant): a GPT-2 teacher (4 layers x 128, 4 heads) and student (3 x 64, 2
+heads) built with distill.models.from_config, seeded, dropout 0, sized to the embedded tokenizer (``tiny``, V = 100)
+or with their heads padded to V = 151,936 (``big``; both models, so the divergence runs over all 151,936 columns).
+The batches are the first (warm-up + steps) x 32 examples of the embedded task's training split (max_length 96),
+in dataset order, collated by TaskData's collator: every variant trains on the same batches in the same order.
+Optimizer for all: torch AdamW (lr 5e-3, betas 0.9/0.95, no weight decay, not fused), gradients clipped at norm 1,
+a constant learning-rate schedule.
+
+Variants (what one timed step is):
+
+    project  LogitDistiller(student, teacher, T=2, alpha=0.5, forward_kl).train_step(batch), then what
+             distill.loop.fit does per step: clip_grad_norm_, optimizer.step, scheduler.step, zero_grad
+    naive    plain PyTorch written here: student and teacher full forward (all positions, all V logits), keep the
+             response positions (labels != -100, shifted), alpha * T^2 KL(p_T || p_S) + (1 - alpha) CE with T = 2,
+             alpha = 0.5, backward, then the same optimizer work as ``project``
+    trl      trl.experimental.gkd.GKDTrainer with lmbda=0 (never on-policy: every batch is the dataset's) and
+             beta=0, which TRL defines as KL(p_T || p_S), the forward KL. Its loss is that divergence alone (no CE
+             term) at temperature 1 (GKDConfig.temperature is the sampling temperature; compute_loss does not pass
+             it to the loss), summed over response positions / their count. Timed per optimizer step from a
+             TrainerCallback's on_step_begin to on_step_end: forward, backward, clipping, optimizer and scheduler
+             step, zero_grad and the Trainer's per-step bookkeeping; the data loading before on_step_begin and the
+             logging after on_step_end are not timed (as the other variants time pre-collated batches).
+
+How it measures: every run of a variant is a fresh subprocess (``--worker``), so its peak RSS (ru_maxrss) is its
+own. A worker builds the models and batches, reads its RSS (``setup``), runs ``warm-up`` untimed steps, then times
+``steps`` steps one by one (time.perf_counter). It reports tokens/s = response tokens of the timed batches (the
+positions the loss is taken on: shifted labels != -100) / the summed step time, and its peak RSS. The parent runs
+the variants interleaved (project, naive, trl, project, ...) ``--repeats`` times per size and prints the medians.
+CPU, one torch thread by default (OMP_NUM_THREADS too). Without TRL installed its column reads "TRL not installed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata, util
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BIG_VOCAB = 151_936
+SIZES = {"tiny": None, "big": BIG_VOCAB}
+DEFAULT_STEPS = {"tiny": 30, "big": 1}  # a big naive or trl step takes ~25 s on one thread
+WARMUP = {"tiny": 3, "big": 1}
+VARIANTS = ("project", "naive", "trl")
+NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, n_positions=128)
+TEACHER = dict(model_type="gpt2", n_layer=4, n_embd=128, n_head=4, **NO_DROPOUT)
+STUDENT = dict(model_type="gpt2", n_layer=3, n_embd=64, n_head=2, **NO_DROPOUT)
+BATCH_SIZE, MAX_LENGTH = 32, 96
+TEMPERATURE, ALPHA, LR, BETAS, MAX_GRAD_NORM = 2.0, 0.5, 5e-3, (0.9, 0.95), 1.0
+GB = 1e9
+# Peak bytes of the full-logit variants per (positions x V) float32 value, measured here at V = 151,936 plus a margin:
+# a big naive or trl worker starts only when its estimate fits in 90% of MemAvailable.
+FULL_LOGIT_VALUES = 10
+
+
+def rss_bytes() -> int:
+    """The current resident set size of this process (Linux /proc/self/status)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# ----------------------------------------------------------------------------- the worker: models, batches, steps
+
+
+def setup(size: str, n_batches: int) -> tuple[Any, nn.Module, nn.Module, list[dict[str, Any]]]:
+    """The tokenizer, seeded teacher and student, and ``n_batches`` batches of the training split in order."""
+    from distill.data import TaskData
+    from distill.data.arithmetic import build_tokenizer, make_splits
+    from distill.models import from_config
+
+    tokenizer = build_tokenizer()
+    n = n_batches * BATCH_SIZE
+    data = TaskData(make_splits(n_train=n, n_validation=8, n_test=8), tokenizer, max_length=MAX_LENGTH)
+    vocab = {"vocab_size": SIZES[size]} if SIZES[size] else {}
+    torch.manual_seed(0)
+    teacher = from_config(tokenizer=tokenizer, **TEACHER, **vocab)
+    torch.manual_seed(1)
+    student = from_config(tokenizer=tokenizer, **STUDENT, **vocab)
+    rows = data.train.select(range(n))
+    batches = [data.collator([rows[i] for i in range(s, s + BATCH_SIZE)]) for s in range(0, n, BATCH_SIZE)]
+    return data, teacher, student, batches
+
+
+def response_tokens(batch: dict[str, Any]) -> int:
+    """The positions the loss is taken on: shifted labels that are not -100."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def optimizer_work(student: nn.Module) -> Callable[[], None]:
+    """What distill.loop.fit does after each backward: clip, optimizer step, scheduler step, zero_grad."""
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+    def work() -> None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        if torch.isfinite(grad_norm):
+            opt.step()
+        scheduler.step()
+        opt.zero_grad(set_to_none=True)
+
+    return work
+
+
+def naive_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """Full forward of both models, full logits, response positions kept, alpha * T^2 KL + (1 - alpha) CE."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    student_logits = student(**inputs).logits[:, :-1]
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    mask = targets != -100
+    s, t = student_logits[mask], teacher_logits[mask]
+    log_p_s, log_p_t = F.log_softmax(s / TEMPERATURE, -1), F.log_softmax(t / TEMPERATURE, -1)
+    kd = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * TEMPERATURE**2
+    return ALPHA * kd + (1 - ALPHA) * F.cross_entropy(s, targets[mask])
+
+
+def step_function(variant: str, teacher: nn.Module, student: nn.Module) -> Callable[[dict[str, Any]], None]:
+    """One training step of ``project`` or ``naive`` on a batch."""
+    work = optimizer_work(student)
+    if variant == "project":
+        from distill.distillers import LogitDistiller
+
+        distiller = LogitDistiller(student, teacher, temperature=TEMPERATURE, alpha=ALPHA, divergence="forward_kl")
+
+        def project_step(batch: dict[str, Any]) -> None:
+            distiller.train_step(batch)
+            work()
+
+        return project_step
+    teacher.eval()
+    student.train()
+
+    def naive_step(batch: dict[str, Any]) -> None:
+        naive_loss(student, teacher, batch).backward()
+        work()
+
+    return naive_step
+
+
+def timed_loop(variant: str, teacher: nn.Module, student: nn.Module, batches: list, warmup: int) -> list[float]:
+    """Seconds of each step after ``warmup`` untimed ones (project and naive)."""
+    step = step_function(variant, teacher, student)
+    seconds = []
+    for i, batch in enumerate(batches):
+        start = time.perf_counter()
+        step(batch)
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def trl_loop(teacher: nn.Module, student: nn.Module, data: Any, batches: list, warmup: int) -> list[float]:
+    """Seconds of each GKDTrainer optimizer step after ``warmup`` ones (on_step_begin -> on_step_end)."""
+    from transformers import TrainerCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    class StepTimes(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.start = 0.0
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.seconds.append(time.perf_counter() - self.start)
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = data.collator(rows)
+        return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+
+    times = StepTimes()
+    with tempfile.TemporaryDirectory() as out:
+        args = GKDConfig(
+            output_dir=out, lmbda=0.0, beta=0.0, max_steps=len(batches), per_device_train_batch_size=BATCH_SIZE,
+            learning_rate=LR, adam_beta1=BETAS[0], adam_beta2=BETAS[1], weight_decay=0.0, optim="adamw_torch",
+            lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=MAX_GRAD_NORM, bf16=False, fp16=False,
+            activation_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no", logging_steps=10**6,
+            disable_tqdm=True, dataloader_num_workers=0, train_sampling_strategy="sequential", seed=0,
+            max_length=MAX_LENGTH,
+        )  # fmt: skip
+        trainer = GKDTrainer(
+            model=student, teacher_model=teacher, args=args, data_collator=collate,
+            train_dataset=data.train.select(range(len(batches) * BATCH_SIZE)), processing_class=data.tokenizer,
+            callbacks=[times],
+        )  # fmt: skip
+        trainer.train()
+    return times.seconds[warmup:]
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Print one JSON line: tokens, seconds, step times, setup and peak RSS, and the torch threads used."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data, teacher, student, batches = setup(args.size, args.warmup + args.steps)
+    setup_bytes = rss_bytes()
+    if args.variant == "trl":
+        seconds = trl_loop(teacher, student, data, batches, args.warmup)
+    else:
+        seconds = timed_loop(args.variant, teacher, student, batches, args.warmup)
+    if len(seconds) != args.steps:
+        raise RuntimeError(f"{args.variant}: timed {len(seconds)} steps, expected {args.steps}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    tokens = sum(response_tokens(b) for b in batches[args.warmup :])
+    result = dict(tokens=tokens, seconds=sum(seconds), step_ms=1000 * statistics.median(seconds), setup=setup_bytes)
+    print(json.dumps({**result, "peak": peak, "threads": torch.get_num_threads()}))
+
+
+# ----------------------------------------------------------------------------- the parent: interleaved workers
+
+
+def estimate(size: str, variant: str) -> float:
+    """Bytes a worker is expected to need beyond ~1 GB of libraries and models (full-logit variants at V big)."""
+    if SIZES[size] is None or variant == "project":
+        return 1.0 * GB
+    return 1.0 * GB + FULL_LOGIT_VALUES * BATCH_SIZE * MAX_LENGTH // 2 * SIZES[size] * 4
+
+
+def spawn(variant: str, size: str, steps: int, args: argparse.Namespace) -> dict[str, Any] | str:
+    """Run one worker; its result, or a short reason why there is none."""
+    if variant == "trl" and util.find_spec("trl") is None:
+        return "TRL not installed"
+    need, free = estimate(size, variant), available_bytes()
+    if need > 0.9 * free:
+        return f"skipped: needs ~{need / GB:.1f} GB, {free / GB:.1f} GB available"
+    command = [sys.executable, "-m", "benchmarks.step_throughput", "--worker", "--variant", variant, "--size", size]
+    command += ["--steps", str(steps), "--warmup", str(WARMUP[size]), "--threads", str(args.threads)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        print(f"  {variant} worker failed ({proc.returncode}): {proc.stderr[-3000:]}", file=sys.stderr)
+        return f"failed: {tail[0][:80]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_size(size: str, args: argparse.Namespace) -> dict[str, list[dict[str, Any]] | str]:
+    """The variants of one size, interleaved ``--repeats`` times; per variant its runs or why there are none."""
+    steps = args.steps or DEFAULT_STEPS[size]
+    runs: dict[str, list[dict[str, Any]] | str] = {v: [] for v in args.variants}
+    for r in range(args.repeats):
+        for variant in args.variants:
+            if isinstance(runs[variant], str):
+                continue
+            result = spawn(variant, size, steps, args)
+            if isinstance(result, str):
+                runs[variant] = result
+                print(f"  round {r + 1} {size} {variant}: {result}", flush=True)
+                continue
+            runs[variant].append(result)  # type: ignore[union-attr]
+            rate = result["tokens"] / result["seconds"]
+            print(
+                f"  round {r + 1} {size} {variant}: {rate:,.0f} tokens/s, {result['step_ms']:.1f} ms/step, "
+                f"peak {result['peak'] / GB:.2f} GB, {result['threads']} threads",
+                flush=True,
+            )
+    return runs
+
+
+def medians(runs: list[dict[str, Any]] | str) -> dict[str, float] | None:
+    """Median tokens/s, step ms, peak and setup GB of a variant's runs (None when it has none)."""
+    if isinstance(runs, str) or not runs:
+        return None
+    return {
+        "rate": statistics.median(r["tokens"] / r["seconds"] for r in runs),
+        "step_ms": statistics.median(r["step_ms"] for r in runs),
+        "peak": statistics.median(r["peak"] for r in runs) / GB,
+        "setup": statistics.median(r["setup"] for r in runs) / GB,
+    }
+
+
+def ratio(a: dict[str, float] | None, b: dict[str, float] | None, key: str = "rate") -> float | None:
+    return a[key] / b[key] if a and b else None
+
+
+def print_table(results: dict[str, dict[str, list[dict[str, Any]] | str]], args: argparse.Namespace) -> None:
+    """One row per size and variant: tokens/s, step ms, peak and setup RSS, ratios vs naive and vs TRL."""
+    print(f"\ntorch threads: {args.threads or torch.get_num_threads()}; medians of {args.repeats} interleaved rounds")
+    print(f"torch {version('torch')}, transformers {version('transformers')}, trl {version('trl')}")
+    header = ("V", "variant", "tokens/s", "ms/step", "peak GB", "setup GB", "vs naive", "vs TRL")
+    print("{:>7} {:8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}".format(*header))
+    for size, runs in results.items():
+        m = {v: medians(r) for v, r in runs.items()}
+        vocab = SIZES[size] or 100
+        for variant, stats in m.items():
+            if stats is None:
+                print(f"{vocab:>7} {variant:8} {runs[variant]}")
+                continue
+            ratios = [ratio(stats, m.get(other)) for other in ("naive", "trl")]
+            shown = " ".join(f"{x:7.2f}x" if x is not None else f"{'-':>8}" for x in ratios)
+            row = f"{stats['rate']:10,.0f} {stats['step_ms']:8.1f} {stats['peak']:8.2f} {stats['setup']:8.2f}"
+            print(f"{vocab:>7} {variant:8} {row} {shown}")
+    print_targets(results)
+
+
+def verdict(value: float | None, ok: bool) -> str:
+    return "n/a (a variant is missing)" if value is None else ("PASS" if ok else "FAIL")
+
+
+def print_targets(results: dict[str, dict[str, list[dict[str, Any]] | str]]) -> None:
+    """The acceptance targets, each with its measured value."""
+    print("\ntargets:")
+    if "tiny" in results:
+        m = {v: medians(r) for v, r in results["tiny"].items()}
+        vs_naive, vs_trl = ratio(m.get("project"), m.get("naive")), ratio(m.get("project"), m.get("trl"))
+        print(f"  tiny: project within 1.1x of naive tokens/s: {vs_naive or 0:.2f}x of naive -> "
+              f"{verdict(vs_naive, (vs_naive or 0) >= 1 / 1.1)}")  # fmt: skip
+        print(f"  tiny: project >= 1.2x TRL tokens/s: {vs_trl or 0:.2f}x -> {verdict(vs_trl, (vs_trl or 0) >= 1.2)}")
+    if "big" in results:
+        m = {v: medians(r) for v, r in results["big"].items()}
+        vs_trl, memory = ratio(m.get("project"), m.get("trl")), ratio(m.get("project"), m.get("trl"), "peak")
+        print(f"  V={BIG_VOCAB}: project >= 2x TRL tokens/s: {vs_trl or 0:.2f}x -> "
+              f"{verdict(vs_trl, (vs_trl or 0) >= 2)}")  # fmt: skip
+        print(f"  V={BIG_VOCAB}: project peak <= 1/4 of TRL's: {memory or 0:.2f} of TRL's -> "
+              f"{verdict(memory, (memory or 1) <= 0.25)}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (a fresh process per run)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: tiny 30, big 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the workers (0: torch's choice)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--size", choices=list(SIZES), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    print(f"batch {BATCH_SIZE}, T={TEMPERATURE}, alpha={ALPHA} (trl: KD only, T=1), AdamW lr {LR}, fp32, CPU")
+    results = {size: run_size(size, args) for size in args.sizes}
+    print_table(results, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Intermediate-layer terms (TinyBERT, DistilBERT, MiniLM): the student's hidden states and attention
+maps matched to the teacher's over a layer map, added to the logit objective:
+
+    loss = alpha * kd + (1 - alpha) * ce + hidden_weight * hidden + attention_weight * attention
+
+on real tokens (classifiers) or on the logit loss's positions (causal LMs: position t, whose next
+token is a response token). Learned projections (one Linear per layer pair when widths differ)
+train with the student, live in the distiller's checkpoints, and are not part of the exported
+student. The models are asked for their hidden states once per step; only mapped layers are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.data.sequences import response_mask
+from distill.errors import require
+from distill.forward import Forward
+from distill.losses.hidden import (
+    ATTENTION_KINDS,
+    HIDDEN_KINDS,
+    HiddenProjections,
+    attention_loss,
+    default_layer_map,
+    hidden_state_loss,
+    mapped_states,
+    require_attention_weights,
+)
+from distill.student_init import num_layers
+
+
+def token_mask(batch: dict[str, Any], task: str) -> Tensor:
+    """(B, L) positions the intermediate terms count: real tokens, or positions whose next token is a response."""
+    if task == "classification":
+        return batch["attention_mask"].bool()
+    return F.pad(response_mask(batch["labels"]), (0, 1), value=False)
+
+
+class IntermediateTerms(nn.Module):
+    """``hidden`` and ``attention`` losses between mapped layers of a student and its teacher.
+
+    ``layer_map``: ``[[student layer, teacher layer], ...]`` as indices into the models' hidden-state
+    tuples (0 = embeddings, k = layer k; attention maps use layer k's); null spreads the student's
+    layers evenly over the teacher's, last onto last.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        hidden_weight: float,
+        hidden_loss: str,
+        attention_weight: float,
+        attention_loss: str,
+        layer_map: list[list[int]] | None,
+    ) -> None:
+        super().__init__()
+        require(hidden_loss in HIDDEN_KINDS, "distiller.hidden_loss", hidden_loss, f"must be one of {HIDDEN_KINDS}")
+        require(attention_loss in ATTENTION_KINDS, "distiller.attention_loss", attention_loss,
+                f"must be one of {ATTENTION_KINDS}")  # fmt: skip
+        pairs = (
+            [tuple(p) for p in layer_map] if layer_map else default_layer_map(num_layers(student), num_layers(teacher))
+        )
+        require(
+            all(len(p) == 2 for p in pairs),
+            "distiller.layer_map",
+            layer_map,
+            "must be a list of [student, teacher] pairs",
+        )
+        self.layer_map = pairs
+        self.weights = {"hidden": hidden_weight, "attention": attention_weight}
+        self.kinds = {"hidden": hidden_loss, "attention": attention_loss}
+        self.projections = HiddenProjections.between(student, teacher, len(pairs)) if hidden_weight > 0 else None
+        if attention_weight > 0:
+            require(all(i > 0 and j > 0 for i, j in pairs), "distiller.layer_map", layer_map,
+                    "attention maps exist for layers 1.. only (0 is the embeddings)")  # fmt: skip
+            require_attention_weights(student)
+            require_attention_weights(teacher)
+
+    @property
+    def request(self) -> dict[str, bool]:
+        """What the forward passes must return."""
+        return {"hidden_states": self.weights["hidden"] > 0, "attentions": self.weights["attention"] > 0}
+
+    def forward(self, student: Forward, teacher: Forward, mask: Tensor) -> dict[str, Tensor]:
+        """``{"hidden", "attention"}`` for the terms whose weight is positive."""
+        terms: dict[str, Tensor] = {}
+        if self.weights["hidden"] > 0:
+            s, t = mapped_states(student.hidden_states, teacher.hidden_states, self.layer_map)
+            terms["hidden"] = hidden_state_loss(s, t, mask, self.kinds["hidden"], self.projections)
+        if self.weights["attention"] > 0:
+            pairs = [(i - 1, j - 1) for i, j in self.layer_map]
+            s, t = mapped_states(student.attentions, teacher.attentions, pairs)
+            terms["attention"] = attention_loss(s, t, mask, self.kinds["attention"])
+        return terms
+
+    def weighted(self, terms: dict[str, Tensor]) -> Tensor:
+        return sum(self.weights[name] * value for name, value in terms.items())  # type: ignore[return-value]

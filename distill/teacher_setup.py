@@ -1,0 +1,123 @@
+"""How a run gets its teacher: the model, or only its cached sparse targets, and its metrics.
+
+A frozen teacher's identity is a hash of its weight files and its config node, read without
+loading the model when its constructor says where the files are (a local or hub-cached
+``distill.models.pretrained`` checkpoint, or the embedded teacher's cache directory). That hash
+keys the teacher-logit cache and the teacher's metrics, so a sweep that reuses both never loads
+the teacher at all.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import set_seed
+
+from distill.data import TaskData
+from distill.eval_cache import cached_metrics
+from distill.evaluation import evaluate_model
+from distill.fingerprints import files_fingerprint, model_fingerprint, sha256_json
+from distill.models import check_model_fits, num_parameters, output_width, pretrained_dir
+from distill.settings import cache_dir
+from distill.teacher_cache import (
+    CacheSettings,
+    TeacherLogitCache,
+    build,
+    cache_key,
+    open_or_build,
+    teacher_logit_chunks,
+)
+from distill.wiring import build as instantiate
+from distill.wiring import runtime_kwargs
+
+log = logging.getLogger(__name__)
+
+
+def weights_dir(node: DictConfig, available: dict[str, Any]) -> Path | None:
+    """Where the teacher's files are, without loading it (None: unknown for this constructor)."""
+    target = node._target_
+    if target == "distill.models.pretrained":
+        return pretrained_dir(node.name_or_path, node.get("revision"))
+    if target == "distill.teacher.load_or_train_teacher":  # trains it first if needed, under its lock
+        node = OmegaConf.merge(node, {"_target_": "distill.teacher.trained_teacher_dir"})
+        return instantiate(node, **runtime_kwargs(node, available))
+    return None
+
+
+class TeacherSource:
+    """The run's teacher, loaded at most once and only when something needs the model itself."""
+
+    def __init__(self, cfg: DictConfig, tokenizer: Any, data: TaskData) -> None:
+        self.cfg, self.tokenizer, self.data = cfg, tokenizer, data
+        self.available = {"tokenizer": tokenizer, "data": data}
+        self.root = Path(cfg.paths.cache_dir) if "paths" in cfg else cache_dir()
+        self._model: nn.Module | None = None
+        self._identity: str | None = None
+
+    def model(self) -> nn.Module:
+        """The teacher, built from ``set_seed(cfg.seed)`` and checked against the data."""
+        if self._model is None:
+            set_seed(self.cfg.seed)
+            node = self.cfg.model.teacher
+            self._model = instantiate(node, **runtime_kwargs(node, self.available))
+            check_model_fits(self._model, "model.teacher", self.data.max_length, node)
+        return self._model
+
+    def release(self) -> None:
+        self._model = None
+        gc.collect()
+
+    def identity(self) -> str:
+        """A hash of the teacher's weight files and config node (the node's cache_dir excluded)."""
+        if self._identity is None:
+            node = self.cfg.model.teacher
+            spec = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "cache_dir"}
+            directory = weights_dir(node, self.available)
+            files = files_fingerprint(directory) if directory is not None else model_fingerprint(self.model())
+            self._identity = sha256_json({"files": files, "node": spec})
+        return self._identity
+
+    def targets(self) -> TeacherLogitCache:
+        """The teacher-logit cache: reused, or built by one pass of the teacher (then released)."""
+        d, data = self.cfg.distiller, self.data
+        settings = CacheSettings(d.teacher_cache, d.get("teacher_cache_size", 16))
+        key = cache_key(self.identity(), data.fingerprint("train"), settings)
+        root = Path(d.cache_dir) if d.get("cache_dir") else self.root / "teacher-logits"
+
+        def build_fn(path: Path) -> None:
+            log.info("building the teacher cache: one pass of the teacher over %d training examples", len(data.train))
+            teacher = self.model()
+            width = min(output_width(teacher), len(self.tokenizer))
+            chunks = partial(teacher_logit_chunks, teacher, width=width)
+            build(path, data.ordered_loader("train"), chunks, settings, len(data.train), {"width": width})
+            self.release()
+
+        cache, built = open_or_build(root, key, build_fn, log)
+        print(f"teacher cache {'built' if built else 'reused'}: {cache.path} ({cache.bytes_per_token} bytes per "
+              "token); training does not load the teacher")  # fmt: skip
+        return cache
+
+    def metrics(self) -> dict[str, float]:
+        """``teacher/<m>`` (validation), ``teacher/test_<m>`` and ``teacher/params``, each computed once
+        per teacher and split and kept under ``<cache>/teacher-metrics``."""
+        metrics: dict[str, float] = {}
+        data = self.data
+        for prefix, split in (("", "validation"), ("test_", "test")):
+            if getattr(data, split) is None:
+                continue
+            key = {"teacher": self.identity(), "data": data.fingerprint(split), "max_new_tokens": data.max_new_tokens}
+            values = cached_metrics(self.root / "teacher-metrics", key, partial(self._evaluate, split))
+            metrics.update({f"teacher/{prefix}{k}": v for k, v in values.items()})
+        return metrics
+
+    def _evaluate(self, split: str) -> dict[str, float]:
+        data, model = self.data, self.model()
+        loader = data.val_loader() if split == "validation" else data.test_loader()
+        values = evaluate_model(model, loader, self.tokenizer, data.max_new_tokens, data.task)[0]
+        return {**values, **({"params": num_parameters(model)} if split == "validation" else {})}
