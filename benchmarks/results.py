@@ -1,6 +1,7 @@
 """Regenerate the README's results on the embedded task: every figure over 3 seeds.
 
     python -m benchmarks.results [--runs outputs/results] [--out docs/results] [--seeds 0,1,2] [--jobs 2]
+                                 [--sweeps logit cache baselines] [override ...]
 
 Runs these sweeps with ``train.py -m`` (``--jobs`` jobs at a time with the joblib launcher, each
 with cores // jobs threads), then ``python -m distill.report`` over all of them, which groups the
@@ -8,9 +9,12 @@ runs that differ only in their seed (mean ± std, n) into ``<out>/report.md``:
 
     logit      the default experiment's distiller over temperature x alpha
     baselines  supervised (label-only), language (sequence-level) and onpolicy (GKD)
+    cache      the default logit run with the offline teacher cache, top_k and sampled (k = 16)
 
 The runs go to ``<runs>/<sweep>/<job>/`` (git-ignored), the report (Markdown, CSV, plots) to
 ``<out>``; the teacher is trained once (cached) if needed. Prints the wall time of each sweep.
+Extra overrides go to every job: the README's table used ``train.eval_every=0`` (validation once,
+at the end: the same final student, without the intermediate validations' cost).
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = {
     "logit": ["distiller.temperature=1,2,4", "distiller.alpha=0.5,0.9"],
     "baselines": ["distiller=supervised,language,onpolicy"],
+    "cache": ["distiller.teacher_cache=top_k,sampled"],
 }
 
 
-def sweep_command(name: str, overrides: list[str], runs: Path, seeds: str, jobs: int) -> list[str]:
+def sweep_command(name: str, overrides: list[str], runs: Path, seeds: str, jobs: int, extra: list[str]) -> list[str]:
     launcher = ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     return [
         sys.executable, "train.py", "-m", *launcher, f"seed={seeds}", *overrides, "logger=none",
-        "train.progress=false", f"hydra.sweep.dir={runs / name}",
+        "train.progress=false", f"hydra.sweep.dir={runs / name}", *extra,
     ]  # fmt: skip
 
 
@@ -44,9 +49,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (each gets cores // jobs threads)")
     parser.add_argument("--sweeps", nargs="*", default=list(SWEEPS), choices=list(SWEEPS))
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
     for name in args.sweeps:
-        command = sweep_command(name, SWEEPS[name], args.runs, args.seeds, args.jobs)
+        command = sweep_command(name, SWEEPS[name], args.runs, args.seeds, args.jobs, extra)
         print(" ".join(command[1:]), flush=True)
         if args.dry_run:
             continue

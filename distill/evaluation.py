@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from distill import ranks
 from distill.forward import forward
 from distill.generation import GenerationSettings, generate_ids
 from distill.losses import Objective, objective_loss
@@ -43,42 +44,62 @@ def evaluate_model(
     task: str = "causal_lm",
     generate: bool = True,
     chunk_size: int | None = None,
+    shard: bool = True,
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Metrics of ``model`` on ``loader`` and, for causal LMs, its generations.
 
     Returns ``(metrics, samples)``: ``loss`` (mean cross-entropy per response token or
     example), ``accuracy`` (classes, or final answers when the batches carry ``answers``), and
     prompt/reference/output strings for causal LMs. With ``chunk_size`` the loss goes through
-    the memory-bounded path (no N x V logits), as in training.
+    the memory-bounded path (no N x V logits), as in training. Under torchrun (``shard``) each
+    rank evaluates every ``world``-th batch and the results are gathered in batch order, so every
+    rank returns what one process would.
     """
+    model = getattr(model, "module", model)  # DDP: the replica itself (its wrapper would sync buffers)
+    shard = shard and not ranks.is_sharded(model)  # FSDP2: every rank must run every forward
     was_training = model.training
     model.eval()
-    loss_sum, count, correct = 0.0, 0, 0
-    outputs: list[str] = []
-    samples: list[dict[str, str]] = []
-    answers: list[str] = []
-    for batch in loader:
-        out = forward(model, batch, task, chunked=bool(chunk_size))
-        parts = objective_loss(out.outputs, None, out.targets, CROSS_ENTROPY, reduction="sum", chunk_size=chunk_size)
-        loss_sum += float(parts["ce"])
-        count += out.targets.numel()
-        if task == "classification":
-            correct += int((out.outputs.argmax(-1) == out.targets).sum())
-            continue
-        if generate and tokenizer is not None and "prompt_input_ids" in batch:
-            texts = generate_texts(
-                model, tokenizer, batch["prompt_input_ids"], batch["prompt_attention_mask"], max_new_tokens
-            )
-            outputs += texts
-            answers += batch.get("answers", [])
-            samples += [
-                {"prompt": p, "reference": r, "output": o}
-                for p, r, o in zip(batch["prompts"], batch["references"], texts)
-            ]
+    results = [_evaluate_batch(model, batch, tokenizer, max_new_tokens, task, generate, chunk_size) | {"index": i}
+               for i, batch in enumerate(loader) if not shard or i % ranks.world() == ranks.rank()]  # fmt: skip
     model.train(was_training)
-    metrics = {"loss": loss_sum / max(count, 1)}
+    if ranks.is_sharded(model):  # FSDP2 leaves the root gathered after a forward without backward
+        model.reshard()
+    if shard and ranks.world() > 1:
+        results = sorted((r for part in ranks.gather_objects(results) for r in part), key=lambda r: r["index"])
+    return _combine(results, task)
+
+
+def _evaluate_batch(
+    model: nn.Module, batch: dict[str, Any], tokenizer: Any, max_new_tokens: int, task: str, generate: bool,
+    chunk_size: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Summed loss, count and correct answers of one batch, and its generations (causal LMs)."""
+    out = forward(model, batch, task, chunked=bool(chunk_size))
+    parts = objective_loss(out.outputs, None, out.targets, CROSS_ENTROPY, reduction="sum", chunk_size=chunk_size)
+    result: dict[str, Any] = {"loss_sum": float(parts["ce"]), "count": out.targets.numel(), "outputs": [],
+                              "answers": [], "samples": []}  # fmt: skip
     if task == "classification":
-        metrics["accuracy"] = correct / max(count, 1)
+        result["correct"] = int((out.outputs.argmax(-1) == out.targets).sum())
+    elif generate and tokenizer is not None and "prompt_input_ids" in batch:
+        texts = generate_texts(
+            model, tokenizer, batch["prompt_input_ids"], batch["prompt_attention_mask"], max_new_tokens
+        )
+        result["outputs"], result["answers"] = texts, list(batch.get("answers", []))
+        result["samples"] = [
+            {"prompt": p, "reference": r, "output": o} for p, r, o in zip(batch["prompts"], batch["references"], texts)
+        ]
+    return result
+
+
+def _combine(results: list[dict[str, Any]], task: str) -> tuple[dict[str, float], list[dict[str, str]]]:
+    loss_sum, count = 0.0, 0
+    for r in results:
+        loss_sum, count = loss_sum + r["loss_sum"], count + r["count"]
+    metrics = {"loss": loss_sum / max(count, 1)}
+    outputs = [o for r in results for o in r["outputs"]]
+    answers = [a for r in results for a in r["answers"]]
+    if task == "classification":
+        metrics["accuracy"] = sum(r["correct"] for r in results) / max(count, 1)
     elif answers and len(answers) == len(outputs):
         metrics["accuracy"] = answer_accuracy(outputs, answers)
-    return metrics, samples
+    return metrics, [s for r in results for s in r["samples"]]

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import set_seed
 
+from distill import ranks
 from distill.data import TaskData
 from distill.errors import ConfigError
 from distill.loop import checkpoint_dirs, fit, load_latest
@@ -34,6 +35,7 @@ from distill.models import check_model_fits, check_same_tokenizer, num_parameter
 from distill.run_record import check_resume, record_segment, restore_hydra_files
 from distill.settings import TrainConfig
 from distill.teacher_setup import TeacherSource
+from distill.tracking import NullLogger
 from distill.wiring import build, runtime_kwargs, validate_config
 
 log = logging.getLogger(__name__)
@@ -154,43 +156,46 @@ def test_metrics(distiller: Any, data: TaskData) -> dict[str, Any]:
     return {**{f"student/test_{k}": v for k, v in values.items()}, "student/params": num_parameters(distiller.student)}
 
 
-def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
-    """Run the experiment ``cfg`` writing into ``output_dir`` (the Hydra run dir by default).
-
-    Returns the student's final ``val/<cfg.monitor>`` so a sweeper can optimise it (validation
-    selects; the test split only reports).
-    """
-    started = time.time()
-    ctx = hydra_context()
-    out = Path(output_dir or ctx["output_dir"] or "outputs/run")
-    out.mkdir(parents=True, exist_ok=True)
-    validate_config(cfg)
-    threads = set_threads(cfg.train.num_threads, ctx["n_jobs"])
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resume_state = prepare_resume(cfg, out, resolved)  # type: ignore[arg-type]
-    record_segment(out, cfg, ctx["overrides"], resume_state.get("step", 0))
-    set_seed(cfg.seed)
+def build_distiller(cfg: DictConfig) -> tuple[Any, TeacherSource, TaskData]:
+    """Tokenizer, data, student, the teacher (or only its cached targets) and the distiller."""
     distiller_cls = get_class(cfg.distiller._target_)
-    name = ctx["distiller"] or distiller_cls.__name__.removesuffix("Distiller").lower()
     tokenizer = build(cfg.model.tokenizer)
     if cfg.model.get("teacher_tokenizer") is not None:  # models with their own tokenizers must agree
         check_same_tokenizer(tokenizer, build(cfg.model.teacher_tokenizer))
     data = build(cfg.data, tokenizer=tokenizer)
     teacher = TeacherSource(cfg, tokenizer, data)
     student = build_student(cfg, tokenizer, data, teacher)
-    available = {
-        "student_model": student,
-        "tokenizer": tokenizer,
-        "task": data.task,
-        "max_new_tokens": data.max_new_tokens,
-    }
+    available = {"student_model": student, "tokenizer": tokenizer, "task": data.task}
+    available["max_new_tokens"] = data.max_new_tokens
     if distiller_cls.requires_teacher and cfg.distiller.get("teacher_cache"):
-        available["teacher_targets"] = teacher.targets()
+        available["teacher_targets"] = ranks.main_first(teacher.targets)  # rank 0 builds, the others read
     elif distiller_cls.requires_teacher:
         available["teacher_model"] = teacher.model()
-    distiller = build(cfg.distiller, **runtime_kwargs(cfg.distiller, available))
+    return build(cfg.distiller, **runtime_kwargs(cfg.distiller, available)), teacher, data
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
+    """Run the experiment ``cfg`` writing into ``output_dir`` (the Hydra run dir by default).
+
+    Under torchrun every rank runs this; rank 0's output directory is the run's, and only rank 0
+    writes. Returns the student's final ``val/<cfg.monitor>`` so a sweeper can optimise it
+    (validation selects; the test split only reports).
+    """
+    started, ctx = time.time(), hydra_context()
+    validate_config(cfg)
+    ranks.init()
+    out = Path(ranks.broadcast(str(output_dir or ctx["output_dir"] or "outputs/run")))
+    out.mkdir(parents=True, exist_ok=True)
+    threads = set_threads(cfg.train.num_threads, ctx["n_jobs"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resume_state = prepare_resume(cfg, out, resolved)  # type: ignore[arg-type]
+    if ranks.is_main():
+        record_segment(out, cfg, ctx["overrides"], resume_state.get("step", 0))
+    set_seed(cfg.seed)
+    distiller, teacher, data = build_distiller(cfg)
+    name = ctx["distiller"] or type(distiller).__name__.removesuffix("Distiller").lower()
     train_cfg = TrainConfig(**OmegaConf.to_container(cfg.train, resolve=True), output_dir=str(out), seed=cfg.seed)
-    logger = make_logger(cfg, out, ctx, name, resume_state.get("wandb_run_id"))
+    logger = make_logger(cfg, out, ctx, name, resume_state.get("wandb_run_id")) if ranks.is_main() else NullLogger()
     try:
         loaders = (data.train_loader(seed=cfg.seed), data.val_loader())
         val = fit(distiller, *loaders, train_cfg, build(cfg.optimizer), logger, state={"run_config": resolved})
@@ -199,12 +204,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         metrics.update(teacher.metrics() if cfg.evaluate_teacher else {})
         metrics["wall_time_s"] = round(time.time() - started, 1)
         logger.summary(metrics)
-        record = {**metrics, "distiller": name, "overrides": ctx["overrides"], "threads": threads}
-        (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-        print(
-            f"\nFinal metrics (student/<m>: validation; */test_<m>: the held-out test split)\n{format_metrics(metrics)}"
-        )
-        print(f"written to {out / 'metrics.json'}")
+        if ranks.is_main():
+            record = {**metrics, "distiller": name, "overrides": ctx["overrides"], "threads": threads}
+            (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+            print("\nFinal metrics (student/<m>: validation; */test_<m>: the held-out test split)")
+            print(f"{format_metrics(metrics)}\nwritten to {out / 'metrics.json'}")
     except BaseException as e:
         logger.finish(exit_code=getattr(e, "exit_code", 1))
         raise

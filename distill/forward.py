@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distill import ranks
 from distill.data.collators import MODEL_KEYS
 from distill.data.sequences import at_response_positions
 from distill.losses import Head, Hidden
@@ -45,15 +46,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def output_head(model: nn.Module) -> Head | None:
     """The output layer as a :class:`Head`, or None when the logits are not a plain linear map of the
-    last hidden state (soft-capped or scaled logits, as in Gemma 2 or Cohere) or there is no LM head."""
+    last hidden state (soft-capped or scaled logits, as in Gemma 2 or Cohere), there is no LM head, or
+    the model is sharded (FSDP2 gathers the head's weight inside its own forward only: the logits are
+    then materialised per micro-batch)."""
     model = unwrap(model)
     layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     config = getattr(model, "config", None)
-    plain = getattr(config, "final_logit_softcapping", None) is None and getattr(config, "logit_scale", 1.0) in (
-        1,
-        None,
-    )
-    return Head(layer.weight, layer.bias) if isinstance(layer, nn.Linear) and plain else None
+    capped = getattr(config, "final_logit_softcapping", None) is not None
+    scaled = getattr(config, "logit_scale", None) not in (None, 1, 1.0)
+    if not isinstance(layer, nn.Linear) or capped or scaled or ranks.is_sharded(model):
+        return None
+    return Head(layer.weight, layer.bias)
 
 
 @functools.cache
@@ -98,4 +101,7 @@ def frozen_forward(teacher: nn.Module, batch: dict[str, Any], task: str, **optio
     ``no_grad`` rather than ``inference_mode``: the outputs feed a loss that is backpropagated.
     """
     teacher.eval()
-    return forward(teacher, batch, task, **options)
+    out = forward(teacher, batch, task, **options)
+    if ranks.is_sharded(teacher):  # FSDP2 leaves the root gathered after a forward without backward
+        teacher.reshard()
+    return out

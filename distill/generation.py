@@ -63,6 +63,7 @@ def generate_ids(
     ``num_samples`` completions of prompt i are rows i * num_samples ... (i + 1) * num_samples - 1.
     Rows that stopped early are filled with the pad token after their EOS.
     """
+    model = getattr(model, "module", model)  # DDP: generate with the replica
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

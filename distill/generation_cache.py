@@ -14,11 +14,13 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from distill import ranks
 from distill.fingerprints import model_fingerprint, sha256_json, tokenizer_fingerprint
 from distill.generation import Completions, GenerationSettings, generate_completions
 
@@ -48,7 +50,8 @@ def cached_generations(
     """The model's completions of ``prompts``: read from ``cache_dir`` or generated and stored.
 
     ``name`` labels the file (``<name>-<key>.json``); it is not part of the key. Pass
-    ``model_fp`` (a :func:`model_fingerprint`) to skip hashing the weights again.
+    ``model_fp`` (a :func:`model_fingerprint`) to skip hashing the weights again. Under torchrun
+    every rank generates its share of the prompts (each prompt once) and rank 0 writes the file.
     Returns the completions (prompt text -> num_samples token lists) and the cache file.
     """
     model_fp = model_fp or model_fingerprint(model)
@@ -56,32 +59,42 @@ def cached_generations(
     root = Path(cache_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}-{key}.json"
+    if ranks.world() > 1 and not ranks.is_sharded(model):
+        if not ranks.broadcast(path.exists()):
+            share = {p: ids for i, (p, ids) in enumerate(sorted(prompts.items())) if i % ranks.world() == ranks.rank()}
+            generated = generate_completions(model, tokenizer, share, settings, batch_size, progress=False)
+            log.info("teacher generations: rank %d generated %d of %d prompts (%s)", ranks.rank(), len(share),
+                     len(prompts), path.name)  # fmt: skip
+            merged = {p: c for part in ranks.gather_objects(generated) for p, c in part.items()}
+            if ranks.is_main():
+                _write(path, {"settings": asdict(settings), "model": model_fp, "completions": merged})
+            ranks.barrier()
+        return _read(path), path
     with FileLock(str(path) + ".lock"):
         if path.exists():
-            completions = json.loads(path.read_text())["completions"]
-            log.info("teacher generations: using cache %s (%d prompts)", path, len(completions))
-            print(f"teacher generations: using cache {path} ({len(completions)} prompts)")
-            return completions, path
-        log.info(
-            "teacher generations: generating %d completions per prompt for %d prompts into %s",
-            settings.num_samples,
-            len(prompts),
-            path,
-        )
+            return _read(path), path
+        log.info("teacher generations: generating %d per prompt for %d prompts into %s", settings.num_samples,
+                 len(prompts), path)  # fmt: skip
         completions = generate_completions(
-            model,
-            tokenizer,
-            prompts,
-            settings,
-            batch_size,
-            desc=f"teacher {name}",
-            progress=progress,
+            model, tokenizer, prompts, settings, batch_size, desc=f"teacher {name}", progress=progress
         )
-        record = {"settings": asdict(settings), "model": model_fp, "completions": completions}
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _write(path, {"settings": asdict(settings), "model": model_fp, "completions": completions})
     return completions, path
+
+
+def _read(path: Path) -> Completions:
+    completions = json.loads(path.read_text())["completions"]
+    log.info("teacher generations: using cache %s (%d prompts)", path, len(completions))
+    if ranks.is_main():
+        print(f"teacher generations: using cache {path} ({len(completions)} prompts)")
+    return completions
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    """Write to a temporary name, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -7,6 +7,10 @@ line. ``trust_remote_code`` is off unless a config turns it on.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +24,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as transformers_logging
 
 from distill.errors import ConfigError, DistillError, require
+
+log = logging.getLogger(__name__)
 
 AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "classification": AutoModelForSequenceClassification}
 
@@ -63,6 +70,94 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
 
 
+@dataclass
+class Loaded:
+    """A checkpoint loaded by :func:`load_pretrained`: the model, the parameter names initialised fresh
+    (absent from the checkpoint, e.g. a new classification head) and the checkpoint tensors left unused."""
+
+    model: PreTrainedModel
+    fresh: list[str]
+    unused: list[str]
+
+
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """Drop transformers' own multi-line load report (we log one line instead). A filter, not a level:
+    transformers 5 runs extra checks, with their own warnings, when that logger's level is raised."""
+    logger = transformers_logging.get_logger("transformers.modeling_utils")
+    logger.addFilter(_not_a_load_report)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_a_load_report)
+
+
+def load_pretrained(
+    name_or_path: str,
+    task: str = "causal_lm",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    dtype: str | None = None,
+    **config_overrides: Any,
+) -> Loaded:
+    """``AutoModelFor<task>.from_pretrained`` (safetensors only) with what it initialised fresh.
+
+    Uses ``output_loading_info=True``: ``missing_keys`` are the fresh parameters, ``unexpected_keys``
+    the unused checkpoint tensors. Errors are one line.
+    """
+    auto = _auto_class(task)
+    local = _looks_like_path(name_or_path)
+    if local and not Path(name_or_path).expanduser().exists():
+        raise DistillError(f"model path {name_or_path} does not exist")
+    try:
+        with _quiet_load_report():
+            model, info = auto.from_pretrained(
+                str(Path(name_or_path).expanduser()) if local else name_or_path,
+                trust_remote_code=trust_remote_code,
+                revision=revision,
+                use_safetensors=True,
+                output_loading_info=True,
+                **({"dtype": dtype} if dtype else {}),
+                **config_overrides,
+            )
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DistillError(f"could not load model {name_or_path!r}: {first}") from None
+    except RuntimeError as e:
+        if "mismatch" not in str(e):
+            raise
+        raise DistillError(
+            f"could not load model {name_or_path!r}: some checkpoint tensors have other shapes than its config "
+            "(num_labels?); set ignore_mismatched_sizes: true on the model node to initialise them fresh"
+        ) from None
+    fresh = set(info["missing_keys"]) | {m[0] for m in info.get("mismatched_keys", ())}
+    return Loaded(model, sorted(fresh), sorted(info["unexpected_keys"]))
+
+
+def compact_names(names: list[str], limit: int = 6) -> str:
+    """``["classifier.bias", "classifier.weight"]`` -> ``"classifier.{bias,weight}"``; at most ``limit`` groups."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        module, _, leaf = name.rpartition(".")
+        groups.setdefault(module, []).append(leaf)
+    parts = [
+        f"{module}.{{{','.join(leaves)}}}" if len(leaves) > 1 else (f"{module}.{leaves[0]}" if module else leaves[0])
+        for module, leaves in groups.items()
+    ]
+    more = f", ... ({len(names)} tensors)" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def load_summary(name_or_path: str, loaded: Loaded) -> str:
+    """One line: what was initialised fresh and how many checkpoint tensors went unused."""
+    unused = loaded.unused and f"; {len(loaded.unused)} checkpoint tensors unused ({compact_names(loaded.unused, 2)})"
+    return f"{name_or_path}: initialised fresh (not in the checkpoint): {compact_names(loaded.fresh)}{unused or ''}"
+
+
 def pretrained(
     name_or_path: str,
     task: str = "causal_lm",
@@ -75,23 +170,13 @@ def pretrained(
     """``AutoModelFor<task>.from_pretrained`` from a local directory or hub id, safetensors only.
 
     ``config_overrides`` go to the config (e.g. ``num_labels=2``, or ``num_hidden_layers=6`` to
-    keep a model's first six layers). ``dtype`` is e.g. ``bfloat16``; default float32.
+    keep a model's first six layers). ``dtype`` is e.g. ``bfloat16``; default float32. Weights the
+    checkpoint lacks (a new head) are listed in one log line instead of transformers' load report.
     """
-    auto = _auto_class(task)
-    if _looks_like_path(name_or_path) and not Path(name_or_path).expanduser().exists():
-        raise DistillError(f"model path {name_or_path} does not exist")
-    try:
-        return auto.from_pretrained(
-            str(Path(name_or_path).expanduser()) if _looks_like_path(name_or_path) else name_or_path,
-            trust_remote_code=trust_remote_code,
-            revision=revision,
-            use_safetensors=True,
-            **({"dtype": dtype} if dtype else {}),
-            **config_overrides,
-        )
-    except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DistillError(f"could not load model {name_or_path!r}: {first}") from None
+    loaded = load_pretrained(name_or_path, task, trust_remote_code, revision, dtype, **config_overrides)
+    if loaded.fresh:
+        log.warning("%s", load_summary(name_or_path, loaded))
+    return loaded.model
 
 
 def pretrained_dir(name_or_path: str, revision: str | None = None, **_: Any) -> Path | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import time
 import types
 import typing
 from typing import Any
@@ -59,11 +61,22 @@ def schema_of(cls: type, target: str, runtime: tuple[str, ...]) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
 
 
+def run_stamp() -> str:
+    """``<date>/<time>`` of the launch; under torchrun ``<date>/torchrun-<run id>``, the same on every
+    rank (each resolves it, possibly in another second)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id not in ("", "none"):
+        return f"{time.strftime('%Y-%m-%d')}/torchrun-{run_id[:12]}"
+    return time.strftime("%Y-%m-%d/%H-%M-%S")
+
+
 def register() -> None:
     """Register the schemas and the ``distill_cache`` resolver (idempotent): call before
     composing ``conf/``."""
     if not OmegaConf.has_resolver("distill_cache"):
         OmegaConf.register_new_resolver("distill_cache", lambda: str(cache_dir()))
+    if not OmegaConf.has_resolver("distill_run_stamp"):
+        OmegaConf.register_new_resolver("distill_run_stamp", run_stamp, use_cache=True)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunSettings)
     for mode in ("logit", "supervised", "language", "onpolicy"):

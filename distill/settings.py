@@ -42,7 +42,9 @@ class TrainSettings:
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2  # the newest N are kept; an unreadable one falls back to the one before
-    device: str = "auto"  # auto: cuda if available, else cpu
+    device: str = "auto"  # auto: this rank's GPU if there is one, else the CPU
+    strategy: str = "auto"  # auto | single | ddp | fsdp (auto: ddp under torchrun, else single)
+    shard_teacher: bool = False  # under torchrun: shard the teacher with FSDP2 (else replicated per rank)
     num_threads: int | None = None  # CPU threads; null: all cores, or cores // n_jobs under a parallel launcher
     precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, else fp32
     resume: bool = False  # continue from the newest checkpoint in the run directory

@@ -1,26 +1,41 @@
-"""The embedded teacher: trained here with the ``supervised`` distiller the first time it is
-needed, then cached with ``save_pretrained`` and loaded by every later run.
+"""Teachers trained here: the embedded teacher, trained with the ``supervised`` distiller the first
+time it is needed, and a pretrained checkpoint fine-tuned on the task when asked; both are cached
+with ``save_pretrained`` and loaded by every later run.
 
-The cache key hashes everything that shapes the teacher (architecture, training recipe, the
-tokenized training data and the tokenizer), so changing any of them trains a new one. A file
-lock makes parallel sweep jobs wait for one training instead of racing.
+The cache key hashes everything that shapes the teacher (architecture or base checkpoint, training
+recipe, the tokenized training data and the tokenizer), so changing any of them trains a new one.
+A file lock makes parallel sweep jobs wait for one training instead of racing.
+
+A pretrained teacher is never used with weights initialised fresh (a classification head missing
+from a base checkpoint): it is fine-tuned first with ``fine_tune: true``, else refused in one line.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from distill.data import TaskData
 from distill.distillers import SupervisedDistiller
-from distill.fingerprints import sha256_json, tokenizer_fingerprint
+from distill.errors import ConfigError, require
+from distill.fingerprints import files_fingerprint, sha256_json, tokenizer_fingerprint
 from distill.loop import TrainConfig, fit
-from distill.models import AUTO_CLASSES, check_model_fits, from_config, num_parameters
+from distill.models import (
+    AUTO_CLASSES,
+    check_model_fits,
+    compact_names,
+    from_config,
+    load_pretrained,
+    num_parameters,
+)
 from distill.settings import cache_dir as default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -37,6 +52,79 @@ def load_or_train_teacher(
     (arguments as :func:`trained_teacher_dir`)."""
     path = trained_teacher_dir(tokenizer, data, architecture, recipe, cache_dir)
     return AUTO_CLASSES[data.task].from_pretrained(path, use_safetensors=True)
+
+
+RECIPE_KEYS = ("max_steps", "lr", "batch_size")
+
+
+def pretrained_teacher(
+    name_or_path: str,
+    tokenizer: PreTrainedTokenizerBase,
+    data: TaskData,
+    fine_tune: bool = False,
+    recipe: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    task: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    **config_overrides: Any,
+) -> PreTrainedModel:
+    """A pretrained teacher (hub id or local directory) that never teaches from fresh weights.
+
+    ``fine_tune=False``: the checkpoint as it is; one whose weights are not all in the checkpoint
+    (e.g. ``classifier.weight`` of a base model loaded for classification) is refused with one line
+    naming ``model.teacher.fine_tune``. ``fine_tune=True``: the checkpoint fine-tuned once on the
+    data's training split with the supervised distiller for ``recipe`` (``max_steps``, ``lr``,
+    ``batch_size``, ``warmup_steps``, ``seed``), cached like the embedded teacher (key: the
+    checkpoint's files, the overrides, the recipe, the data and the tokenizer). ``task`` defaults to
+    the data's; ``config_overrides`` go to the model config (``num_labels: 2``).
+    """
+    task = task or data.task
+    require(task == data.task, "model.teacher.task", task, f"must be the data's task, {data.task}")
+    load = dict(task=task, revision=revision, trust_remote_code=trust_remote_code, **config_overrides)
+    if fine_tune:
+        path = fine_tuned_dir(name_or_path, load, tokenizer, data, recipe, cache_dir)
+        return AUTO_CLASSES[task].from_pretrained(path, use_safetensors=True)
+    loaded = load_pretrained(name_or_path, **load)
+    if loaded.fresh:
+        raise ConfigError(
+            f"model.teacher.name_or_path={name_or_path!r} has weights initialised fresh "
+            f"({compact_names(loaded.fresh)}), so it would teach noise: set model.teacher.fine_tune=true to "
+            "fine-tune it on the training split first (once, cached), or use a checkpoint trained for the task"
+        )
+    return loaded.model
+
+
+def fine_tuned_dir(
+    name_or_path: str,
+    load: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    data: TaskData,
+    recipe: dict[str, Any] | None,
+    cache_dir: str | None = None,
+) -> Path:
+    """The cached fine-tuned copy of a checkpoint (``load``: :func:`~distill.models.load_pretrained`'s
+    keywords), fine-tuned first if needed."""
+    ok = isinstance(recipe, dict) and all(k in recipe for k in RECIPE_KEYS)
+    allowed = f"fine_tune=true needs a recipe with {', '.join(RECIPE_KEYS)} (optionally warmup_steps, seed)"
+    require(ok, "model.teacher.recipe", recipe, allowed)
+    recipe = dict(recipe or {})
+    local = Path(name_or_path).expanduser()  # a local checkpoint is known by its files, a hub one by its id
+    base = files_fingerprint(local) if local.is_dir() else {"name": name_or_path, "revision": load.get("revision")}
+    spec = {"base": base, "load": load, "recipe": recipe}
+
+    def train(path: Path) -> None:
+        set_seed(recipe.get("seed", 0))  # a fresh head's initialisation depends on the recipe only
+        loaded = load_pretrained(name_or_path, **load)
+        check_model_fits(loaded.model, "model.teacher", data.max_length)
+        check_num_labels(loaded.model, data, "model.teacher")
+        fresh = f"; fresh: {compact_names(loaded.fresh)}" if loaded.fresh else ""
+        size = f"{num_parameters(loaded.model) / 1e6:.1f}M parameters{fresh}"
+        print(f"Fine-tuning the teacher {name_or_path} ({size}) for {recipe['max_steps']} steps on the training "
+              f"split; cached for later runs in {path}")  # fmt: skip
+        fit_and_save(loaded.model, tokenizer, data, recipe, path)
+
+    return cached_teacher(spec, tokenizer, data, cache_dir, train)
 
 
 def trained_teacher_dir(
@@ -56,14 +144,43 @@ def trained_teacher_dir(
         recipe: ``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed``.
         cache_dir: where teachers are kept (default ``$DISTILL_CACHE``, else ``~/.cache/distill``).
     """
+    spec = {"architecture": architecture, "recipe": recipe}
+
+    def train(path: Path) -> None:
+        log.info("training the embedded teacher (first run only; cached in %s)", path)
+        set_seed(recipe.get("seed", 0))  # the teacher depends on its recipe only, not on the run that trains it
+        model = from_config(tokenizer=tokenizer, task=data.task, **architecture)
+        check_model_fits(model, "model.teacher.architecture", data.max_length, architecture)
+        check_num_labels(model, data, "model.teacher.architecture")
+        print(f"Training the teacher ({num_parameters(model) / 1e6:.2f}M parameters); cached for later runs in {path}")
+        fit_and_save(model, tokenizer, data, recipe, path)
+
+    return cached_teacher(spec, tokenizer, data, cache_dir, train)
+
+
+def check_num_labels(model: PreTrainedModel, data: TaskData, key: str) -> None:
+    """A classifier must have a class for every label in the data (one line naming ``<key>.num_labels``)."""
+    if data.task != "classification":
+        return
+    top = max(max(data.train["label"]), max(data.validation["label"]))
+    n = model.config.num_labels
+    require(top < n, f"{key}.num_labels", n, f"the data has labels up to {top}: set it to {top + 1} or more")
+
+
+def cached_teacher(
+    spec: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    data: TaskData,
+    cache_dir: str | None,
+    train: Callable[[Path], None],
+) -> Path:
+    """``<cache_dir>/teacher-<key>``, made by ``train(path)`` under a file lock if it is not there yet.
+
+    key = sha256 of ``spec`` with the task, the training data's fingerprint and the tokenizer's, so
+    parallel sweep jobs wait for one training instead of racing, and any change trains anew.
+    """
     key = sha256_json(
-        {
-            "architecture": architecture,
-            "recipe": recipe,
-            "task": data.task,
-            "data": data.fingerprint(),
-            "tokenizer": tokenizer_fingerprint(tokenizer),
-        }
+        {**spec, "task": data.task, "data": data.fingerprint(), "tokenizer": tokenizer_fingerprint(tokenizer)}
     )[:16]
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -72,19 +189,17 @@ def trained_teacher_dir(
         if (path / "config.json").exists():
             log.info("using the cached teacher %s", path)
         else:
-            _train(tokenizer, data, architecture, recipe, path)
+            train(path)
     return path
 
 
-def _train(
-    tokenizer: PreTrainedTokenizerBase, data: TaskData, architecture: dict[str, Any], recipe: dict[str, Any], path: Path
+def fit_and_save(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TaskData, recipe: dict[str, Any], path: Path
 ) -> None:
-    log.info("training the embedded teacher (first run only; cached in %s)", path)
+    """Train ``model`` on ``data``'s training split with the supervised distiller (cross-entropy on the
+    labels) for ``recipe``, then ``save_pretrained`` it to ``path`` atomically (a temp dir, renamed)."""
     seed = recipe.get("seed", 0)
-    set_seed(seed)  # the teacher depends on its recipe only, not on the run that trains it
-    model = from_config(tokenizer=tokenizer, task=data.task, **architecture)
-    check_model_fits(model, "model.teacher.architecture", data.max_length, architecture)
-    print(f"Training the teacher ({num_parameters(model) / 1e6:.2f}M parameters); cached for later runs in {path}")
+    started = time.perf_counter()
     fit(
         SupervisedDistiller(model, tokenizer=tokenizer, task=data.task),
         data.train_loader(seed=seed, batch_size=recipe["batch_size"]),
@@ -96,8 +211,10 @@ def _train(
             seed=seed,
             desc="teacher",
             device="auto",
+            strategy="single",  # every rank trains the same teacher alone (under a file lock), never a DDP job
         ),
     )
+    print(f"Teacher trained in {time.perf_counter() - started:.0f} s ({torch.get_num_threads()} threads)")
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

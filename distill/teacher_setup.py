@@ -19,10 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import set_seed
 
+from distill import ranks
 from distill.data import TaskData
 from distill.eval_cache import cached_metrics
 from distill.evaluation import evaluate_model
 from distill.fingerprints import files_fingerprint, model_fingerprint, sha256_json
+from distill.losses import DEFAULT_CHUNK_SIZE
 from distill.models import check_model_fits, num_parameters, output_width, pretrained_dir
 from distill.settings import cache_dir
 from distill.teacher_cache import (
@@ -105,19 +107,29 @@ class TeacherSource:
 
     def metrics(self) -> dict[str, float]:
         """``teacher/<m>`` (validation), ``teacher/test_<m>`` and ``teacher/params``, each computed once
-        per teacher and split and kept under ``<cache>/teacher-metrics``."""
+        per teacher and split and kept under ``<cache>/teacher-metrics`` (under torchrun, by rank 0;
+        a teacher sharded with FSDP2 is evaluated by every rank, in step, and not cached)."""
         metrics: dict[str, float] = {}
         data = self.data
+        sharded = self._model is not None and ranks.is_sharded(self._model)
         for prefix, split in (("", "validation"), ("test_", "test")):
             if getattr(data, split) is None:
                 continue
             key = {"teacher": self.identity(), "data": data.fingerprint(split), "max_new_tokens": data.max_new_tokens}
-            values = cached_metrics(self.root / "teacher-metrics", key, partial(self._evaluate, split))
+            compute = partial(self._evaluate, split)
+            values = (
+                compute()
+                if sharded
+                else ranks.main_first(partial(cached_metrics, self.root / "teacher-metrics", key, compute))
+            )
             metrics.update({f"teacher/{prefix}{k}": v for k, v in values.items()})
         return metrics
 
     def _evaluate(self, split: str) -> dict[str, float]:
         data, model = self.data, self.model()
         loader = data.val_loader() if split == "validation" else data.test_loader()
-        values = evaluate_model(model, loader, self.tokenizer, data.max_new_tokens, data.task)[0]
+        chunk_size = self.cfg.distiller.get("chunk_size", DEFAULT_CHUNK_SIZE) or None  # the run's loss path
+        values = evaluate_model(
+            model, loader, self.tokenizer, data.max_new_tokens, data.task, chunk_size=chunk_size, shard=False
+        )[0]
         return {**values, **({"params": num_parameters(model)} if split == "validation" else {})}

@@ -287,3 +287,19 @@ def test_a_sparse_teacher_on_every_token_is_the_dense_forward_kl():
     teacher = SparseTeacher(torch.arange(V_S).repeat(N, 1), teacher_logits)
     objective = Objective(kd_weight=0.8, ce_weight=0.2, temperature=2.0)
     assert_same(chunked(x, objective, None, teacher=teacher), reference(x, objective, None))
+
+
+def test_validation_loss_takes_the_chunked_path_and_agrees(tok):
+    """evaluate_model with chunk_size runs the head chunk by chunk (the model computes only its last position) and
+    reports the same mean cross-entropy as the materialised path."""
+    from distill.evaluation import evaluate_model
+    from tests.conftest import gpt2, task_data
+
+    model, data = gpt2(tok, seed=3), task_data(tok, n_eval=16)
+    heads_called: list[tuple[int, ...]] = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: heads_called.append(tuple(o.shape)))
+    chunked, _ = evaluate_model(model, data.val_loader(), tok, task="causal_lm", generate=False, chunk_size=4)
+    hook.remove()
+    materialised, _ = evaluate_model(model, data.val_loader(), tok, task="causal_lm", generate=False)
+    assert heads_called and all(shape[1] == 1 for shape in heads_called)  # the model's head: one position only
+    assert math.isclose(chunked["loss"], materialised["loss"], rel_tol=1e-5)

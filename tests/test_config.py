@@ -63,7 +63,8 @@ def test_hparams_search_presets_compose_as_multiruns():
 def test_debug_smoke_stacks_on_an_experiment():
     cfg = compose("experiment=bert_sst2", "debug=smoke")
     assert cfg.train.max_steps == 12 and cfg.data.max_train_examples == 512
-    assert cfg.distiller.temperature == 4.0 and cfg.data.task == "classification"  # the experiment stays
+    assert cfg.distiller.temperature == 2.0 and cfg.distiller.hidden_weight == 0.15  # the experiment stays
+    assert cfg.data.task == "classification"
 
 
 def test_defaults_come_from_the_schemas():

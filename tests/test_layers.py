@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 PACKAGE = ROOT / "distill"
 # Bottom to top; a module may import from its own layer and the layers below.
 LAYERS = [
-    ("distill.errors", "distill.settings"),
+    ("distill.errors", "distill.settings", "distill.ranks"),
     ("distill.data", "distill.models", "distill.losses", "distill.metrics", "distill.fingerprints",
      "distill.student_init"),
     ("distill.forward", "distill.generation", "distill.generation_cache", "distill.evaluation", "distill.tracking",

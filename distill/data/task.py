@@ -130,10 +130,11 @@ class TaskData:
 
     def train_loader(self, seed: int = 0, batch_size: int | None = None) -> DataLoader:
         """Shuffled training loader whose sampler (an :class:`EpochSampler`) can be repositioned."""
+        size = batch_size or self.batch_size
         return DataLoader(
             self.train,
-            batch_size=batch_size or self.batch_size,
-            sampler=EpochSampler(len(self.train), seed=seed),
+            batch_size=size,
+            sampler=EpochSampler(len(self.train), seed=seed, batch_size=size),
             collate_fn=self.collator,
             num_workers=self.num_workers,
             drop_last=False,

@@ -148,7 +148,7 @@ class Distiller(BaseDistiller):
 
     def validate(self, val_loader: Iterable[Batch]) -> dict[str, float]:
         metrics, self.last_samples = evaluate_model(
-            self.student, val_loader, self.tokenizer, self.max_new_tokens, self.task
+            self.student, val_loader, self.tokenizer, self.max_new_tokens, self.task, chunk_size=self.chunk_size
         )
         return metrics
 
@@ -196,10 +196,8 @@ class Distiller(BaseDistiller):
             self.intermediate.to(device)
         return self
 
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        """Trainable state besides the student (the projections), kept in checkpoints."""
-        return self.intermediate.state_dict() if self.intermediate is not None else {}
-
-    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        if self.intermediate is not None and state:
-            self.intermediate.load_state_dict(state)
+    def extra_modules(self) -> nn.Module | None:
+        """Trainable modules besides the student (the intermediate terms' projections): the optimizer
+        updates them and checkpoints keep them; the exported student does not."""
+        has_parameters = self.intermediate is not None and next(self.intermediate.parameters(), None) is not None
+        return self.intermediate if has_parameters else None

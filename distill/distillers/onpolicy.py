@@ -77,5 +77,5 @@ class OnPolicyDistiller(Distiller):
         return out
 
     def validate(self, val_loader: Iterable[Batch]) -> dict[str, float]:
-        metrics, self.last_samples = self.text_validation.validate(self.student, val_loader)
+        metrics, self.last_samples = self.text_validation.validate(self.student, val_loader, self.chunk_size)
         return metrics

@@ -38,11 +38,13 @@ class TextValidation:
         return self.teacher_texts
 
     def validate(
-        self, student: nn.Module, val_loader: Iterable[Batch]
+        self, student: nn.Module, val_loader: Iterable[Batch], chunk_size: int | None = None
     ) -> tuple[dict[str, float], list[dict[str, str]]]:
         teacher_texts = self.prepare(val_loader)
         tokenizer = self.generations.tokenizer
-        metrics, samples = evaluate_model(student, val_loader, tokenizer, self.max_new_tokens, self.task)
+        metrics, samples = evaluate_model(
+            student, val_loader, tokenizer, self.max_new_tokens, self.task, chunk_size=chunk_size
+        )
         if not samples:
             return metrics, []
         student_texts = [s["output"] for s in samples]

@@ -2,7 +2,8 @@
 through the protocols in :mod:`distill.loop.protocols`."""
 
 from distill.loop.checkpoint import checkpoint_dirs, load_latest, read_checkpoint_state, save_student
-from distill.loop.fit import fit, resolve_device, total_steps
+from distill.loop.fit import fit, total_steps
+from distill.loop.placement import resolve_device
 from distill.loop.protocols import Logger, Trainable
 from distill.loop.signals import Interrupted
 from distill.settings import TrainConfig

@@ -19,12 +19,12 @@ def _iter_without_rng(loader: Iterable[Any]) -> Iterator[Any]:
 
 
 def batches_from(loader: Iterable[Any], micro: int, batches_per_epoch: int) -> Iterator[Any]:
-    """Endless micro-batches starting at global micro-batch index ``micro`` (epoch after epoch)."""
+    """Endless micro-batches starting at this rank's micro-batch index ``micro`` (epoch after epoch)."""
     for epoch in itertools.count(micro // batches_per_epoch):
         offset = micro - epoch * batches_per_epoch if epoch == micro // batches_per_epoch else 0
         sampler = getattr(loader, "sampler", None)
         if isinstance(sampler, EpochSampler):  # jump straight to the position: no data is read twice
-            sampler.set_position(epoch, offset * loader.batch_size)  # type: ignore[attr-defined]
+            sampler.set_position(epoch, offset)
             yield from _iter_without_rng(loader)
         else:
             yield from itertools.islice(_iter_without_rng(loader), offset, None)

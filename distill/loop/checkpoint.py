@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from distill.errors import DistillError
@@ -49,8 +49,10 @@ def checkpoint_dirs(out_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")), reverse=True)
 
 
-def save_checkpoint(out_dir: Path, student: nn.Module, state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(out_dir: Path, student: nn.Module | dict, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``checkpoints/step-<state['step']>`` atomically and keep the newest ``keep``.
+
+    ``student`` is the module (tied weights saved once) or a full state dict (gathered under FSDP2).
 
     A failure (disk full, ...) removes the partial files, leaves every earlier checkpoint as it
     was, and raises one :class:`DistillError` line.
@@ -60,7 +62,10 @@ def save_checkpoint(out_dir: Path, student: nn.Module, state: dict[str, Any], ke
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        save_model(student, str(tmp / WEIGHTS_FILE))
+        if isinstance(student, nn.Module):
+            save_model(student, str(tmp / WEIGHTS_FILE))
+        else:
+            save_file({k: v.contiguous() for k, v in student.items()}, str(tmp / WEIGHTS_FILE))
         torch.save(state, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -122,12 +127,13 @@ def _reason(error: Exception) -> str:
     return text.split(". ")[0].rstrip(".")
 
 
-def save_student(student: nn.Module, tokenizer: Any, path: Path) -> None:
-    """The trained student as safetensors: ``save_pretrained`` (+ tokenizer) for HF models."""
+def save_student(student: nn.Module, tokenizer: Any, path: Path, weights: dict | None = None) -> None:
+    """The trained student as safetensors: ``save_pretrained`` (+ tokenizer) for HF models.
+    ``weights``: its full state dict when the module itself is sharded (FSDP2)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         if hasattr(student, "save_pretrained"):
-            student.save_pretrained(path)
+            student.save_pretrained(path, state_dict=weights)
             if tokenizer is not None:
                 tokenizer.save_pretrained(path)
         else:

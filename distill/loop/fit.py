@@ -1,12 +1,14 @@
-"""The training loop: one plain PyTorch loop shared by ``train.py`` and the Python API.
+"""The training loop: one plain PyTorch loop shared by ``train.py``, the Python API and torchrun.
 
     for each micro-batch:   distiller.train_step(batch, 1 / grad_accum)    (forward + backward)
     every grad_accum:       clip -> optimizer.step -> scheduler.step -> zero_grad   (one "step")
-    every log_every:        logger.log(train/*)
-    every eval_every:       distiller.validate(val_loader) -> logger.log(val/*)
+    every log_every:        logger.log(train/*)                       (averaged over ranks)
+    every eval_every:       distiller.validate(val_loader) -> logger.log(val/*)   (sharded, gathered)
     every checkpoint_every: atomic checkpoint (student, optimizer, scheduler, RNG, data position)
 
-The loop owns steps, devices, precision, checkpoints and signals; the distiller owns losses.
+The loop owns steps, devices, ranks, precision, checkpoints and signals; the distiller owns
+losses. Under torchrun each rank reads its own micro-batches (a step sees ``batch_size x world x
+grad_accum`` examples) and only rank 0 writes (history, checkpoints, the student).
 """
 
 from __future__ import annotations
@@ -22,29 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model
 from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
+from distill import ranks
+from distill.data.sampler import EpochSampler
 from distill.errors import DistillError
 from distill.loop.batches import batches_from
-from distill.loop.checkpoint import (
-    WEIGHTS_FILE,
-    load_latest,
-    rng_state,
-    save_checkpoint,
-    save_student,
-    set_rng_state,
-)
+from distill.loop.checkpoint import WEIGHTS_FILE, load_latest, rng_state, save_checkpoint, save_student, set_rng_state
+from distill.loop.placement import gathered_state, load_gathered_state, place, resolve_device, resolve_strategy, unplace
 from distill.loop.protocols import Logger, Trainable
 from distill.loop.signals import Interrupted, StopRequest
 from distill.settings import TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -53,8 +46,9 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-def total_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
-    by_epochs = math.ceil(cfg.epochs * batches_per_epoch / cfg.grad_accum) if cfg.epochs else None
+def total_steps(cfg: TrainConfig, batches_per_epoch: int, grad_accum: int | None = None) -> int:
+    accum = grad_accum or cfg.grad_accum
+    by_epochs = math.ceil(cfg.epochs * batches_per_epoch / accum) if cfg.epochs else None
     return min(s for s in (cfg.max_steps, by_epochs) if s is not None)
 
 
@@ -79,53 +73,89 @@ class _Session:
 
     distiller: Trainable
     cfg: TrainConfig
-    out_dir: Path | None
+    out_dir: Path | None  # where this rank writes: None on ranks > 0
+    read_dir: Path | None  # where checkpoints are read from (rank 0's output_dir, on every rank)
+    strategy: str
+    student: torch.nn.Module  # the bare student (the distiller may hold a DDP wrapper of it)
     params: list[torch.nn.Parameter]
     opt: torch.optim.Optimizer
     scheduler: Any
+    batch_size: int
+    grad_accum: int
     total: int
     record: _History
     extra_state: dict[str, Any] = field(default_factory=dict)
     step: int = 0
-    micro: int = 0
+    micro: int = 0  # this rank's micro-batches so far
     skipped: int = 0
 
+    @property
+    def world(self) -> int:
+        """Processes training this student (1 with strategy single, even inside a process group)."""
+        return 1 if self.strategy == "single" else ranks.world()
 
-def _resume(s: _Session, device: torch.device) -> None:
-    """With ``train.resume``, load the newest readable checkpoint in ``output_dir`` into the session."""
+    def gather(self, value: Any) -> list[Any]:
+        return [value] if self.world == 1 else ranks.gather_objects(value)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            ranks.barrier()
+
+
+def _resume(s: _Session) -> None:
+    """With ``train.resume``, load the newest readable checkpoint (written by any number of processes)."""
     if not s.cfg.resume:
         return
-    found = load_latest(s.out_dir) if s.out_dir is not None else None
+    found = load_latest(s.read_dir) if s.read_dir is not None else None
     if found is None:
-        log.warning("train.resume=true but no checkpoint in %s: starting from scratch", s.out_dir)
+        log.warning("train.resume=true but no checkpoint in %s: starting from scratch", s.read_dir)
         return
     ckpt, state = found
-    load_model(s.distiller.student, str(ckpt / WEIGHTS_FILE), device=str(device))
-    s.opt.load_state_dict(state["optimizer"])
+    extra = _extra_modules(s.distiller)
+    if extra is not None:  # before the optimizer state, which is keyed by their parameter names too
+        extra.load_state_dict(state["extra_modules"])
+    load_gathered_state(s.distiller.student, s.opt, str(ckpt / WEIGHTS_FILE), state["optimizer"], s.strategy, extra)
     s.scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
-    if hasattr(s.distiller, "load_extra_state"):  # trainable state besides the student (e.g. projections)
-        s.distiller.load_extra_state(state.get("extra_modules", {}))
-    s.step, s.micro, s.skipped = state["step"], state["micro"], state.get("skipped", 0)
+    global_batch = state.get("global_batch", s.batch_size * s.grad_accum)
+    s.grad_accum, rest = divmod(global_batch, s.batch_size * s.world)
+    if rest or s.grad_accum < 1:
+        raise DistillError(
+            f"the checkpoint's global batch of {global_batch} examples is not data.batch_size={s.batch_size} x "
+            f"{s.world} processes x an integer train.grad_accum: resume on a number of processes that divides it"
+        )
+    s.step, s.micro, s.skipped = state["step"], state["micro"] // s.world, state.get("skipped", 0)
     log.info("resumed from %s at step %d", ckpt, s.step)
 
 
+def _extra_modules(distiller: Trainable) -> torch.nn.Module | None:
+    return distiller.extra_modules() if hasattr(distiller, "extra_modules") else None
+
+
 def _checkpoint(s: _Session) -> Path | None:
-    """Write a checkpoint when there is an output_dir (a failed write raises one line)."""
-    if s.out_dir is None:
+    """Gather the student and optimizer (every rank takes part); rank 0 writes them. A failed write
+    raises one line."""
+    if s.read_dir is None:
         return None
-    state = {
-        "step": s.step,
-        "micro": s.micro,
-        "skipped": s.skipped,
-        "optimizer": s.opt.state_dict(),
-        "scheduler": s.scheduler.state_dict(),
-        "rng": rng_state(),
-        "config": asdict(s.cfg),
-        "extra_modules": s.distiller.extra_state() if hasattr(s.distiller, "extra_state") else {},
-        **s.extra_state,
-    }
-    return save_checkpoint(s.out_dir, s.distiller.student, state, keep=s.cfg.keep_checkpoints)
+    extra = _extra_modules(s.distiller)
+    weights, optim = gathered_state(s.distiller.student, s.opt, s.strategy, extra)
+    path = None
+    if s.out_dir is not None:
+        state = {
+            "step": s.step,
+            "micro": s.micro * s.world,  # global micro-batches: the data position on any number of ranks
+            "global_batch": s.batch_size * s.world * s.grad_accum,
+            "skipped": s.skipped,
+            "optimizer": optim,
+            "scheduler": s.scheduler.state_dict(),
+            "rng": rng_state(),
+            "config": asdict(s.cfg),
+            "extra_modules": extra.state_dict() if extra is not None else {},
+            **s.extra_state,
+        }
+        path = save_checkpoint(s.out_dir, weights, state, keep=s.cfg.keep_checkpoints)
+    s.barrier()
+    return path
 
 
 def _optimizer_step(s: _Session, bad_loss: bool) -> torch.Tensor:
@@ -149,10 +179,12 @@ def _optimizer_step(s: _Session, bad_loss: bool) -> torch.Tensor:
 
 
 def _log_train(s: _Session, running: dict[str, list[float]], grad_norm: torch.Tensor, bar: tqdm) -> None:
-    """Every ``log_every`` steps: the means of the logged parts since the last time."""
+    """Every ``log_every`` steps: the means of the logged parts since the last time, over all ranks."""
     if s.step % s.cfg.log_every and s.step != s.total:
         return
-    means = {f"train/{k}": sum(v) / len(v) for k, v in running.items()}
+    means = {f"train/{k}": sum(v) / len(v) for k, v in sorted(running.items())}
+    if s.world > 1:
+        means = ranks.mean_over_ranks(means)
     means.update({"train/lr": s.scheduler.get_last_lr()[0], "train/grad_norm": float(grad_norm)})
     if s.skipped:
         means["train/skipped_steps"] = s.skipped
@@ -168,8 +200,25 @@ def _validate(s: _Session, val_loader: Iterable[Any], autocast: contextlib.Abstr
     logger = s.record.logger
     if logger is not None and hasattr(logger, "log_samples"):
         logger.log_samples(getattr(s.distiller, "last_samples", []), s.step)
-    bar.write(f"step {s.step}: " + "  ".join(f"val/{k}={v:.4f}" for k, v in metrics.items()))
+    if s.out_dir is not None or s.world == 1:
+        bar.write(f"step {s.step}: " + "  ".join(f"val/{k}={v:.4f}" for k, v in metrics.items()))
     return metrics
+
+
+def _batches_per_epoch(loader: Iterable[Any], world: int) -> int:
+    """This rank's micro-batches per epoch, its sampler dealt to the ``world`` ranks."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, EpochSampler):
+        if world > 1 and sampler.batch_size != loader.batch_size:  # type: ignore[attr-defined]
+            raise DistillError("under torchrun the EpochSampler's batch_size must be the DataLoader's")
+        sampler.set_ranks(ranks.rank() if world > 1 else 0, world)
+        sampler.set_position(0, 0)
+    elif world > 1:
+        raise DistillError("under torchrun, train with an EpochSampler loader (distill.data.TaskData.train_loader)")
+    n = len(loader)  # type: ignore[arg-type]
+    if n == 0:
+        raise DistillError("the training loader yields no batches")
+    return n
 
 
 def _start(
@@ -181,24 +230,29 @@ def _start(
     logger: Logger | None,
     extra: dict[str, Any],
 ) -> _Session:
-    """Device, one-off preparation, optimizer, scheduler and (with ``train.resume``) the checkpoint."""
-    device = resolve_device(cfg.device)
+    """Strategy, device, one-off preparation, optimizer, scheduler and (with ``train.resume``) the checkpoint."""
+    strategy, device = resolve_strategy(cfg.strategy), resolve_device(cfg.device)
     set_seed(cfg.seed)
-    distiller.to(device)
+    student = place(distiller, strategy, device, cfg.precision, cfg.shard_teacher)
     if hasattr(distiller, "prepare"):  # one-off work, e.g. the language distiller's teacher generations
         distiller.prepare(train_loader, val_loader)
     params = list(distiller.parameters())
     opt = optimizer(params) if optimizer else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches_per_epoch = len(train_loader)  # type: ignore[arg-type]
-    if batches_per_epoch == 0:
-        raise DistillError("the training loader yields no batches")
+    world = 1 if strategy == "single" else ranks.world()
+    batches_per_epoch = _batches_per_epoch(train_loader, world)
     total = total_steps(cfg, batches_per_epoch)
     scheduler = get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
-    out_dir = Path(cfg.output_dir) if cfg.output_dir else None
+    read_dir = Path(cfg.output_dir) if cfg.output_dir else None
+    out_dir = read_dir if world == 1 or ranks.is_main() else None
     if logger is not None and hasattr(logger, "checkpoint_state"):
         extra = {**extra, **logger.checkpoint_state()}
-    s = _Session(distiller, cfg, out_dir, params, opt, scheduler, total, _History(out_dir, logger), extra)
-    _resume(s, device)
+    batch_size = getattr(train_loader, "batch_size", None) or 1
+    s = _Session(distiller, cfg, out_dir, read_dir, strategy, student, params, opt, scheduler, batch_size,
+                 cfg.grad_accum, total, _History(out_dir, logger), extra)  # fmt: skip
+    _resume(s)
+    if s.world > 1 and ranks.is_main():
+        log.info("%s on %d processes: global batch %d (data.batch_size %d x %d processes x train.grad_accum %d)",
+                 strategy, s.world, batch_size * s.world * s.grad_accum, batch_size, s.world, s.grad_accum)  # fmt: skip
     return s
 
 
@@ -220,36 +274,49 @@ def fit(
     """
     cfg = cfg or TrainConfig()
     s = _start(distiller, train_loader, val_loader, cfg, optimizer, logger, dict(state or {}))
-    autocast = _autocast(resolve_device(cfg.device), cfg.precision)
+    try:
+        val_metrics = _train(s, train_loader, val_loader)
+    finally:
+        unplace(distiller, s.student)
+    if s.out_dir is not None or s.strategy == "fsdp":  # FSDP2: every rank helps gather the weights
+        weights = gathered_state(distiller.student, s.opt, s.strategy)[0] if s.strategy == "fsdp" else None
+        if s.out_dir is not None:
+            save_student(s.student, distiller.tokenizer, s.out_dir / "student", weights)
+    return val_metrics
+
+
+def _train(s: _Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | None) -> dict[str, float]:
+    """The steps, from ``s.step`` to ``s.total``; the final validation metrics."""
+    autocast = _autocast(resolve_device(s.cfg.device), s.cfg.precision)
     val_metrics: dict[str, float] = {}
     running: dict[str, list[float]] = defaultdict(list)
     bad_loss = False
     s.opt.zero_grad(set_to_none=True)
-    bar = tqdm(total=s.total, initial=s.step, desc=cfg.desc, disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=s.total, initial=s.step, desc=s.cfg.desc, disable=not s.cfg.progress or (s.out_dir is None
+               and s.world > 1), dynamic_ncols=True)  # fmt: skip
     with StopRequest() as stop:
         for batch in batches_from(train_loader, s.micro, len(train_loader)):  # type: ignore[arg-type]
             if s.step >= s.total:
                 break
             with autocast:
-                parts = distiller.train_step(batch, loss_scale=1.0 / cfg.grad_accum)
+                parts = s.distiller.train_step(batch, loss_scale=1.0 / s.grad_accum)
             s.micro += 1
             bad_loss |= not math.isfinite(parts["loss"])
             for k, v in parts.items():
                 running[k].append(v)
-            if s.micro % cfg.grad_accum:
+            if s.micro % s.grad_accum:
                 continue
+            bad_loss, stopping = (any(f) for f in zip(*s.gather((bad_loss, stop.signum is not None))))
             grad_norm = _optimizer_step(s, bad_loss)
             bad_loss = False
             bar.update(1)
             _log_train(s, running, grad_norm, bar)
-            if val_loader is not None and ((cfg.eval_every and s.step % cfg.eval_every == 0) or s.step == s.total):
+            if val_loader is not None and ((s.cfg.eval_every and s.step % s.cfg.eval_every == 0) or s.step == s.total):
                 val_metrics = _validate(s, val_loader, autocast, bar)
-            if s.step == s.total or (cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0):
+            if s.step == s.total or (s.cfg.checkpoint_every and s.step % s.cfg.checkpoint_every == 0):
                 _checkpoint(s)
-            if stop.signum is not None:
+            if stopping:
                 bar.close()
-                raise Interrupted(stop.signum, s.step, _checkpoint(s))
+                raise Interrupted(stop.signum or 15, s.step, _checkpoint(s))
     bar.close()
-    if s.out_dir is not None:
-        save_student(distiller.student, distiller.tokenizer, s.out_dir / "student")
     return val_metrics

@@ -15,8 +15,8 @@ class Trainable(Protocol):
 
     Optional: ``prepare(train_loader, val_loader)`` for one-off work before the first step (the
     language distiller's teacher generations), ``last_samples`` (rows logged after ``validate``),
-    and ``extra_state()`` / ``load_extra_state(state)`` for trainable state besides the student
-    (kept in checkpoints, not in the exported student).
+    and ``extra_modules() -> nn.Module | None``: trainable modules besides the student (kept in
+    checkpoints with their optimizer state, not in the exported student).
     """
 
     student: nn.Module
