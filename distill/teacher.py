@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from filelock import FileLock
+from safetensors.torch import save_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from distill.data import TaskData
@@ -217,5 +218,16 @@ def fit_and_save(
     print(f"Teacher trained in {time.perf_counter() - started:.0f} s ({torch.get_num_threads()} threads)")
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    save_on_this_rank(model, tmp)
     tmp.rename(path)
+
+
+def save_on_this_rank(model: PreTrainedModel, path: Path) -> None:
+    """``save_pretrained``'s files (config, generation config, safetensors weights), written by this process
+    whatever its rank: inside a process group ``save_pretrained`` writes on rank 0 only, and a teacher
+    is trained by whichever rank takes its lock first."""
+    path.mkdir(parents=True)
+    model.config.save_pretrained(path)
+    if model.can_generate():
+        model.generation_config.save_pretrained(path)
+    save_model(model, str(path / "model.safetensors"))

@@ -14,12 +14,10 @@ grad_accum`` examples) and only rank 0 writes (history, checkpoints, the student
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,10 @@ from distill import ranks
 from distill.data.sampler import EpochSampler
 from distill.errors import DistillError
 from distill.loop.batches import batches_from
-from distill.loop.checkpoint import WEIGHTS_FILE, load_latest, rng_state, save_checkpoint, save_student, set_rng_state
-from distill.loop.placement import gathered_state, load_gathered_state, place, resolve_device, resolve_strategy, unplace
+from distill.loop.checkpoint import save_student
+from distill.loop.placement import gathered_state, place, resolve_device, resolve_strategy, unplace
 from distill.loop.protocols import Logger, Trainable
+from distill.loop.session import History, Session, checkpoint, resume
 from distill.loop.signals import Interrupted, StopRequest
 from distill.settings import TrainConfig
 
@@ -52,113 +51,7 @@ def total_steps(cfg: TrainConfig, batches_per_epoch: int, grad_accum: int | None
     return min(s for s in (cfg.max_steps, by_epochs) if s is not None)
 
 
-class _History:
-    """Appends every logged dict to ``history.jsonl`` (the report's training curves) and the logger."""
-
-    def __init__(self, out_dir: Path | None, logger: Logger | None) -> None:
-        self.path = out_dir / "history.jsonl" if out_dir else None
-        self.logger = logger
-
-    def __call__(self, metrics: dict[str, float], step: int) -> None:
-        if self.logger is not None:
-            self.logger.log(metrics, step=step)
-        if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
-
-
-@dataclass
-class _Session:
-    """One training run's moving parts; ``step``, ``micro`` and ``skipped`` are what a checkpoint restores."""
-
-    distiller: Trainable
-    cfg: TrainConfig
-    out_dir: Path | None  # where this rank writes: None on ranks > 0
-    read_dir: Path | None  # where checkpoints are read from (rank 0's output_dir, on every rank)
-    strategy: str
-    student: torch.nn.Module  # the bare student (the distiller may hold a DDP wrapper of it)
-    params: list[torch.nn.Parameter]
-    opt: torch.optim.Optimizer
-    scheduler: Any
-    batch_size: int
-    grad_accum: int
-    total: int
-    record: _History
-    extra_state: dict[str, Any] = field(default_factory=dict)
-    step: int = 0
-    micro: int = 0  # this rank's micro-batches so far
-    skipped: int = 0
-
-    @property
-    def world(self) -> int:
-        """Processes training this student (1 with strategy single, even inside a process group)."""
-        return 1 if self.strategy == "single" else ranks.world()
-
-    def gather(self, value: Any) -> list[Any]:
-        return [value] if self.world == 1 else ranks.gather_objects(value)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            ranks.barrier()
-
-
-def _resume(s: _Session) -> None:
-    """With ``train.resume``, load the newest readable checkpoint (written by any number of processes)."""
-    if not s.cfg.resume:
-        return
-    found = load_latest(s.read_dir) if s.read_dir is not None else None
-    if found is None:
-        log.warning("train.resume=true but no checkpoint in %s: starting from scratch", s.read_dir)
-        return
-    ckpt, state = found
-    extra = _extra_modules(s.distiller)
-    if extra is not None:  # before the optimizer state, which is keyed by their parameter names too
-        extra.load_state_dict(state["extra_modules"])
-    load_gathered_state(s.distiller.student, s.opt, str(ckpt / WEIGHTS_FILE), state["optimizer"], s.strategy, extra)
-    s.scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    global_batch = state.get("global_batch", s.batch_size * s.grad_accum)
-    s.grad_accum, rest = divmod(global_batch, s.batch_size * s.world)
-    if rest or s.grad_accum < 1:
-        raise DistillError(
-            f"the checkpoint's global batch of {global_batch} examples is not data.batch_size={s.batch_size} x "
-            f"{s.world} processes x an integer train.grad_accum: resume on a number of processes that divides it"
-        )
-    s.step, s.micro, s.skipped = state["step"], state["micro"] // s.world, state.get("skipped", 0)
-    log.info("resumed from %s at step %d", ckpt, s.step)
-
-
-def _extra_modules(distiller: Trainable) -> torch.nn.Module | None:
-    return distiller.extra_modules() if hasattr(distiller, "extra_modules") else None
-
-
-def _checkpoint(s: _Session) -> Path | None:
-    """Gather the student and optimizer (every rank takes part); rank 0 writes them. A failed write
-    raises one line."""
-    if s.read_dir is None:
-        return None
-    extra = _extra_modules(s.distiller)
-    weights, optim = gathered_state(s.distiller.student, s.opt, s.strategy, extra)
-    path = None
-    if s.out_dir is not None:
-        state = {
-            "step": s.step,
-            "micro": s.micro * s.world,  # global micro-batches: the data position on any number of ranks
-            "global_batch": s.batch_size * s.world * s.grad_accum,
-            "skipped": s.skipped,
-            "optimizer": optim,
-            "scheduler": s.scheduler.state_dict(),
-            "rng": rng_state(),
-            "config": asdict(s.cfg),
-            "extra_modules": extra.state_dict() if extra is not None else {},
-            **s.extra_state,
-        }
-        path = save_checkpoint(s.out_dir, weights, state, keep=s.cfg.keep_checkpoints)
-    s.barrier()
-    return path
-
-
-def _optimizer_step(s: _Session, bad_loss: bool) -> torch.Tensor:
+def _optimizer_step(s: Session, bad_loss: bool) -> torch.Tensor:
     """Clip, then step unless the loss or the gradient norm is not finite (``train.on_nonfinite``)."""
     grad_norm = torch.nn.utils.clip_grad_norm_(s.params, s.cfg.max_grad_norm or float("inf"))
     if bad_loss or not torch.isfinite(grad_norm):
@@ -178,7 +71,7 @@ def _optimizer_step(s: _Session, bad_loss: bool) -> torch.Tensor:
     return grad_norm
 
 
-def _log_train(s: _Session, running: dict[str, list[float]], grad_norm: torch.Tensor, bar: tqdm) -> None:
+def _log_train(s: Session, running: dict[str, list[float]], grad_norm: torch.Tensor, bar: tqdm) -> None:
     """Every ``log_every`` steps: the means of the logged parts since the last time, over all ranks."""
     if s.step % s.cfg.log_every and s.step != s.total:
         return
@@ -193,7 +86,7 @@ def _log_train(s: _Session, running: dict[str, list[float]], grad_norm: torch.Te
     running.clear()
 
 
-def _validate(s: _Session, val_loader: Iterable[Any], autocast: contextlib.AbstractContextManager, bar: tqdm) -> dict:
+def _validate(s: Session, val_loader: Iterable[Any], autocast: contextlib.AbstractContextManager, bar: tqdm) -> dict:
     with autocast:
         metrics = s.distiller.validate(val_loader)
     s.record({f"val/{k}": v for k, v in metrics.items()}, s.step)
@@ -229,7 +122,7 @@ def _start(
     optimizer: Callable[..., torch.optim.Optimizer] | None,
     logger: Logger | None,
     extra: dict[str, Any],
-) -> _Session:
+) -> Session:
     """Strategy, device, one-off preparation, optimizer, scheduler and (with ``train.resume``) the checkpoint."""
     strategy, device = resolve_strategy(cfg.strategy), resolve_device(cfg.device)
     set_seed(cfg.seed)
@@ -247,9 +140,9 @@ def _start(
     if logger is not None and hasattr(logger, "checkpoint_state"):
         extra = {**extra, **logger.checkpoint_state()}
     batch_size = getattr(train_loader, "batch_size", None) or 1
-    s = _Session(distiller, cfg, out_dir, read_dir, strategy, student, params, opt, scheduler, batch_size,
-                 cfg.grad_accum, total, _History(out_dir, logger), extra)  # fmt: skip
-    _resume(s)
+    s = Session(distiller, cfg, out_dir, read_dir, strategy, student, params, opt, scheduler, batch_size,
+                 cfg.grad_accum, total, History(out_dir, logger), extra)  # fmt: skip
+    resume(s)
     if s.world > 1 and ranks.is_main():
         log.info("%s on %d processes: global batch %d (data.batch_size %d x %d processes x train.grad_accum %d)",
                  strategy, s.world, batch_size * s.world * s.grad_accum, batch_size, s.world, s.grad_accum)  # fmt: skip
@@ -285,7 +178,7 @@ def fit(
     return val_metrics
 
 
-def _train(s: _Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | None) -> dict[str, float]:
+def _train(s: Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | None) -> dict[str, float]:
     """The steps, from ``s.step`` to ``s.total``; the final validation metrics."""
     autocast = _autocast(resolve_device(s.cfg.device), s.cfg.precision)
     val_metrics: dict[str, float] = {}
@@ -314,9 +207,9 @@ def _train(s: _Session, train_loader: Iterable[Any], val_loader: Iterable[Any] |
             if val_loader is not None and ((s.cfg.eval_every and s.step % s.cfg.eval_every == 0) or s.step == s.total):
                 val_metrics = _validate(s, val_loader, autocast, bar)
             if s.step == s.total or (s.cfg.checkpoint_every and s.step % s.cfg.checkpoint_every == 0):
-                _checkpoint(s)
+                checkpoint(s)
             if stopping:
                 bar.close()
-                raise Interrupted(stop.signum or 15, s.step, _checkpoint(s))
+                raise Interrupted(stop.signum or 15, s.step, checkpoint(s))
     bar.close()
     return val_metrics
