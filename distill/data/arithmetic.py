@@ -83,6 +83,14 @@ def is_held_out(p: Problem, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") < fraction * 2**32
 
 
+def deal(problems: list[Problem], n_first: int, n_second: int) -> tuple[list[Problem], list[Problem]]:
+    """Alternate ``problems`` between two lists of ``n_first`` and ``n_second`` (the longer one takes the rest)."""
+    shared = 2 * min(n_first, n_second)
+    first, second = problems[0:shared:2], problems[1:shared:2]
+    rest = problems[shared : n_first + n_second]
+    return (first + rest, second) if n_first > n_second else (first, second + rest)
+
+
 def make_splits(
     n_train: int = 20000,
     n_validation: int = 1000,
@@ -97,7 +105,9 @@ def make_splits(
 
     Problems are drawn as numbers of ``min_digits`` to ``max_digits`` digits. A fixed
     ``held_out_fraction`` of all problems (chosen by hash) never occurs in train; validation and
-    test are distinct problems drawn from that part, so they follow the training distribution.
+    test are distinct problems drawn from that part, dealt out alternately in the order they were
+    first drawn, so the two follow one distribution (the easy problems, drawn early and often, are
+    not all in one of them).
     Validation/test responses are clean (noise 0): they are references for text metrics.
     """
     rng = random.Random(seed)
@@ -117,7 +127,7 @@ def make_splits(
             f"only {len(held_out)} distinct held-out problems of at most {max_digits} digits: "
             f"lower data.source.n_validation + n_test ({n_validation + n_test}) or raise max_digits"
         )
-    held = list(held_out)
+    validation, test = deal(list(held_out), n_validation, n_test)
 
     def rows(problems: list[Problem], noise_: float) -> dict[str, list]:
         return {
@@ -128,8 +138,8 @@ def make_splits(
 
     return DatasetDict(
         train=Dataset.from_dict(rows(train, noise)),
-        validation=Dataset.from_dict(rows(held[:n_validation], 0.0)),
-        test=Dataset.from_dict(rows(held[n_validation:], 0.0)),
+        validation=Dataset.from_dict(rows(validation, 0.0)),
+        test=Dataset.from_dict(rows(test, 0.0)),
     )
 
 

@@ -60,8 +60,9 @@ def _balanced(
         p = Problem(_number(rng, max_digits), _number(rng, max_digits))
         label = carries(p.a, p.b)
         held = is_held_out(p, held_out_fraction)
-        split = "train" if not held else next((s for s in ("validation", "test") if quota[s][label]), None)
-        if split is None or not quota[split][label] or (held and p in seen):
+        # held out: to the split with more room left for this class, so both get early and late draws alike
+        split = "train" if not held else max(("validation", "test"), key=lambda s: quota[s][label])
+        if not quota[split][label] or (held and p in seen):
             continue
         quota[split][label] -= 1
         found[split].append(p)
