@@ -202,3 +202,15 @@ def test_runs_that_differ_only_in_seed_are_grouped(tmp_path: Path):
     markdown = (sweep / "report.md").read_text()
     assert "| logit | 1 | 3 | 0.6000 ± 0.1000 |" in markdown  # distiller, temperature, n, accuracy
     assert (sweep / "metric_vs_temperature.png").stat().st_size > 0
+
+
+def test_a_config_group_choice_is_a_setting_not_a_metric(tmp_path: Path):
+    """``model/student=...`` has a slash like ``student/accuracy`` but is what the runs differ in."""
+    sweep = tmp_path / "groups"
+    for job, (choice, seed) in enumerate((c, s) for c in ("gpt2_half", "from_teacher") for s in (0, 1)):
+        acc = 0.5 + 0.2 * (choice == "from_teacher") + 0.1 * seed
+        make_job(sweep / str(job), [f"model/student={choice}", f"seed={seed}"], 2, 0.5, student(acc), HISTORY)
+    assert main([str(sweep)]) == 0
+    groups = pd.read_csv(sweep / "report_seeds.csv")
+    assert list(groups["model/student"]) == ["gpt2_half", "from_teacher"] and list(groups["n"]) == [2, 2]
+    assert groups["student/accuracy mean"].tolist() == pytest.approx([0.55, 0.75])

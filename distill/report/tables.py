@@ -119,8 +119,12 @@ def best_run(table: pd.DataFrame, metric: str) -> str | None:
     return f"Best: run {best['run']} ({column} {cell(float(best[column]))})"
 
 
+METRIC_PREFIXES = ("student/", "teacher/", "train/", "val/")
+
+
 def is_metric(column: str) -> bool:
-    return "/" in column or column == "wall_time_s"
+    """A measured column (``student/accuracy``), not a setting (``model/student``, a config group's choice)."""
+    return column.startswith(METRIC_PREFIXES) or column == "wall_time_s"
 
 
 def seed_groups(table: pd.DataFrame) -> pd.DataFrame | None:
