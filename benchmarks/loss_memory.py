@@ -32,6 +32,7 @@ import time
 
 import torch
 
+from benchmarks.memory import available_bytes, rss_bytes
 from distill.losses import DIVERGENCES, Objective, objective_loss
 from distill.losses.chunked import DEFAULT_CHUNK_SIZE, Head, chunked_objective_loss
 
@@ -41,24 +42,6 @@ GB = 1e9
 # margin of ~2: a variant is started only if its estimate fits in 90% of MemAvailable.
 MATERIALISED_VALUES = {"forward_kl": 11, "reverse_kl": 12, "jsd": 19, "tvd": 10}
 CHUNKED_VALUES = 8
-
-
-def rss_bytes() -> int:
-    """The current resident set size of this process, from /proc/self/status (Linux)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def available_bytes() -> int:
-    """MemAvailable from /proc/meminfo."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def inputs(n: int, size: int, vocab: int) -> dict:

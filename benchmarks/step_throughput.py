@@ -60,6 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.memory import available_bytes, rss_bytes
+
 BIG_VOCAB = 151_936
 SIZES = {"tiny": None, "big": BIG_VOCAB}
 DEFAULT_STEPS = {"tiny": 30, "big": 1}  # a big naive or trl step takes ~25 s on one thread
@@ -75,24 +77,6 @@ GB = 1e9
 # a big naive or trl worker starts only when its estimate fits in 90% of MemAvailable.
 FULL_LOGIT_VALUES = 10
 Runs = dict[str, list[dict[str, Any]] | str]  # per variant: its runs, or why it has none
-
-
-def rss_bytes() -> int:
-    """The current resident set size of this process (Linux /proc/self/status)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def available_bytes() -> int:
-    """MemAvailable from /proc/meminfo."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def trl_available() -> bool:

@@ -1,4 +1,5 @@
-"""The benchmarks run end to end at toy sizes (slow, opt-in: ``python -m pytest -m slow``)."""
+"""The benchmarks run end to end at toy sizes (slow, opt-in: ``python -m pytest -m slow``). TRL is optional:
+without it step_throughput prints "TRL not installed"."""
 
 from __future__ import annotations
 
@@ -23,3 +24,24 @@ def bench(module: str, *args: str) -> str:
 def test_generation_speed_prints_its_ratio():
     out = bench("generation_speed", "--prompts", "8", "--max-new-tokens", "4", "--repeats", "1")
     assert "generation speed-up:" in out and "round 1:" in out
+
+
+def test_step_throughput_prints_its_table():
+    out = bench("step_throughput", "--sizes", "tiny", "--repeats", "1", "--steps", "2")
+    assert "V variant    tokens/s" in out
+    assert "torch threads: 1" in out and "targets:" in out
+    for variant in ("project", "naive"):
+        assert f"    100 {variant} " in out
+
+
+def test_teacher_cache_speed_prints_its_table():
+    out = bench("teacher_cache_speed", "--repeats", "1", "--steps", "2", "--warmup", "1", "--train-examples", "64")
+    assert "variant     step ms  vs label-only cache B/tok    build s" in out
+    assert "target: top_k step" in out and "target: sampled step" in out
+
+
+def test_big_vocab_memory_prints_both_peaks_and_a_trace():
+    out = bench("big_vocab_memory", "--vocab", "256", "--eval-examples", "8", "--train-examples", "256", "--what-if")
+    assert "variant       chunk_size  peak RSS GB" in out
+    assert "chunked " in out and "materialised " in out and "target: chunked peak RSS" in out
+    assert "[rss] training step 1" in out and "[rss]   evaluation: forward" in out  # the traced what-if run
