@@ -7,7 +7,7 @@ Runs these sweeps with ``train.py -m`` (``--jobs`` jobs at a time with the jobli
 with cores // jobs threads), then ``python -m distill.report`` over all of them, which groups the
 runs that differ only in their seed (mean ± std, n) into ``<out>/report.md``:
 
-    logit      the default experiment's distiller over temperature (alpha 0.5, the default)
+    logit      the default experiment's distiller over temperature x alpha
     baselines  supervised (label-only), language (sequence-level) and onpolicy (GKD)
     cache      the default logit run with the offline teacher cache, top_k and sampled (k = 16)
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = {
-    "logit": ["distiller.temperature=1,2,4"],
+    "logit": ["distiller.temperature=1,2,4", "distiller.alpha=0.5,0.9"],
     "baselines": ["distiller=supervised,language,onpolicy"],
     "cache": ["distiller.teacher_cache=top_k,sampled"],
 }
