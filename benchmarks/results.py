@@ -1,15 +1,18 @@
 """Regenerate the README's results on the embedded task: every figure over 3 seeds.
 
     python -m benchmarks.results [--runs outputs/results] [--out docs/results] [--seeds 0,1,2] [--jobs 2]
-                                 [--sweeps logit cache baselines] [override ...]
+                                 [--sweeps supervised cache grid text] [override ...]
 
 Runs these sweeps with ``train.py -m`` (``--jobs`` jobs at a time with the joblib launcher, each
 with cores // jobs threads), then ``python -m distill.report`` over all of them, which groups the
 runs that differ only in their seed (mean ± std, n) into ``<out>/report.md``:
 
-    logit      the default experiment's distiller over temperature x alpha
-    baselines  supervised (label-only), language (sequence-level) and onpolicy (GKD)
-    cache      the default logit run with the offline teacher cache, top_k and sampled (k = 16)
+    default     the default experiment (logit, T = 2, alpha = 0.5): its runs are also the grid's, so
+                it runs only when named (--sweeps default supervised: the headline alone)
+    supervised  the same student on the labels only
+    cache       the default run with the offline teacher cache, top_k and sampled (k = 16)
+    grid        the logit distiller over temperature 1, 2, 4 x alpha 0.5, 0.9
+    text        language (sequence-level) and onpolicy (GKD)
 
 The runs go to ``<runs>/<sweep>/<job>/`` (git-ignored), the report (Markdown, CSV, plots) to
 ``<out>``; the teacher is trained once (cached) if needed. Prints the wall time of each sweep.
@@ -27,9 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = {
-    "logit": ["distiller.temperature=1,2,4", "distiller.alpha=0.5,0.9"],
-    "baselines": ["distiller=supervised,language,onpolicy"],
+    "default": [],
+    "supervised": ["distiller=supervised"],
     "cache": ["distiller.teacher_cache=top_k,sampled"],
+    "grid": ["distiller.temperature=1,2,4", "distiller.alpha=0.5,0.9"],
+    "text": ["distiller=language,onpolicy"],
 }
 
 
@@ -47,7 +52,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (each gets cores // jobs threads)")
-    parser.add_argument("--sweeps", nargs="*", default=list(SWEEPS), choices=list(SWEEPS))
+    everything = [name for name in SWEEPS if name != "default"]  # the grid holds the default's runs
+    parser.add_argument("--sweeps", nargs="*", default=everything, choices=list(SWEEPS))
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args, extra = parser.parse_known_args()
     for name in args.sweeps:

@@ -32,13 +32,13 @@ def cache_dir(path: str | None = None, sub: str = "") -> Path:
 class TrainSettings:
     """The loop's options: the ``train`` node of ``train.py``."""
 
-    max_steps: int | None = 600  # optimizer steps; null: run ``epochs`` epochs
+    max_steps: int | None = 1500  # optimizer steps; null: run ``epochs`` epochs
     epochs: int | None = None  # if both are set, whichever ends first
     grad_accum: int = 1  # micro-batches per optimizer step
     max_grad_norm: float | None = 1.0  # null: no clipping
     lr_scheduler: str = "cosine"  # any name transformers.get_scheduler knows
     warmup_steps: int = 50
-    eval_every: int = 150  # 0: only at the end
+    eval_every: int = 500  # 0: only at the end
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2  # the newest N are kept; an unreadable one falls back to the one before
