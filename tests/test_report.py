@@ -214,3 +214,14 @@ def test_a_config_group_choice_is_a_setting_not_a_metric(tmp_path: Path):
     groups = pd.read_csv(sweep / "report_seeds.csv")
     assert list(groups["model/student"]) == ["gpt2_half", "from_teacher"] and list(groups["n"]) == [2, 2]
     assert groups["student/accuracy mean"].tolist() == pytest.approx([0.55, 0.75])
+
+
+def test_metric_plot_skips_runs_without_the_varied_setting(tmp_path: Path):
+    """A report over a temperature grid and a label-only run (no temperature at all) still plots the grid."""
+    for job, t in enumerate([1, 2]):
+        make_job(tmp_path / "grid" / str(job), [f"distiller.temperature={t}"], t, 0.5, student(0.5 + t / 10))
+    labels = make_job(tmp_path / "labels" / "0", ["distiller=supervised"], 2, 0.5, student(0.4))
+    (labels / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"distiller": {}, "monitor": "accuracy"}))
+    out = tmp_path / "report"
+    assert main([str(tmp_path / "grid"), str(tmp_path / "labels"), "--out", str(out)]) == 0
+    assert (out / "metric_vs_temperature.png").stat().st_size > 0

@@ -9,9 +9,16 @@ from typing import Any
 
 import pandas as pd
 
-from distill.report.tables import cell, column_names, is_number, monitor_of, setting, varied_keys
+from distill.report.tables import cell, column_names, distiller_of, is_number, monitor_of, setting, varied_keys
 
 PREFERRED_X = ("distiller.temperature", "distiller.alpha")  # x axis of the metric plot, in this order
+
+
+def numeric_where_set(runs: Sequence[dict[str, Any]], key: str) -> bool:
+    """Whether ``key`` is a number in every run that has it, and in at least two runs."""
+    values = [setting(r, key) for r in runs]
+    present = [v for v in values if v is not None]
+    return len(present) > 1 and all(is_number(v) for v in present)
 
 
 def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -> Path | None:
@@ -24,18 +31,24 @@ def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -
 
     done = [r for r in runs if r["status"] == "ok"]
     keys = [k for k in varied_keys(done) if k != "seed"] if len(done) > 1 else []
-    numeric = [k for k in keys if all(is_number(setting(r, k)) for r in done)]
+    numeric = [k for k in keys if numeric_where_set(done, k)]
     if not numeric:
         return None
     x_key = next((k for k in PREFERRED_X if k in numeric), numeric[0])
+    done = [r for r in done if is_number(setting(r, x_key))]  # runs without it (distiller=supervised) sit out
     others = [k for k in keys if k != x_key]
     names = column_names(keys)
     metric = f"student/{monitor_of(done)}"
+    several = len({str(distiller_of(r)) for r in done}) > 1
+
+    def prefix(run: dict[str, Any]) -> list[str]:  # the distiller names the line when several are plotted
+        return [str(distiller_of(run))] if several else []
+
     points = pd.DataFrame(
         {
             "x": float(setting(r, x_key)),
             "y": r["metrics"].get(metric, math.nan),
-            "line": ", ".join(f"{names[k]}={cell(setting(r, k))}" for k in others) or metric,
+            "line": ", ".join([*prefix(r), *(f"{names[k]}={cell(setting(r, k))}" for k in others)]) or metric,
         }
         for r in done
     )
@@ -46,7 +59,7 @@ def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=label)
         ax.legend(fontsize="small")
     else:
-        color_key = next((k for k in others if k in numeric), None)
+        color_key = next((k for k in others if k in numeric and all(is_number(setting(r, k)) for r in done)), None)
         colors = [float(setting(r, color_key)) for r in done] if color_key else None
         dots = ax.scatter(points["x"], points["y"], c=colors, cmap="viridis")
         if color_key:

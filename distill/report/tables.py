@@ -27,6 +27,11 @@ def setting(run: dict[str, Any], key: str) -> Any:
     return None
 
 
+def distiller_of(run: dict[str, Any]) -> Any:
+    """The run's distiller (``logit``, ``supervised``, ...): from metrics.json, else its config choice."""
+    return run["metrics"].get("distiller") or run["choices"].get("distiller") or setting(run, "distiller")
+
+
 def varied_keys(runs: Sequence[dict[str, Any]]) -> list[str]:
     """Overridden keys whose value differs between runs (all of them for a single run)."""
     keys: list[str] = []
@@ -75,9 +80,7 @@ def build_table(runs: Sequence[dict[str, Any]]) -> pd.DataFrame:
         row: dict[str, Any] = {"run": run["run"]}
         if any_failed:
             row["status"] = run["status"]
-        row["distiller"] = (
-            run["metrics"].get("distiller") or run["choices"].get("distiller") or setting(run, "distiller")
-        )
+        row["distiller"] = distiller_of(run)
         row.update({names[k]: setting(run, k) for k in keys})
         row.update({c: run["metrics"].get(c) for c in metric_cols})
         if any_failed:
