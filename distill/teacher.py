@@ -142,8 +142,7 @@ def trained_teacher_dir(
         data: the run's :class:`~distill.data.TaskData` (the runner passes it); the teacher
             trains on its training split, for its task.
         architecture: ``from_config`` keywords (model_type, n_layer, ...).
-        recipe: ``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed`` and, optionally,
-            ``group_by_length`` (see :class:`~distill.data.EpochSampler`).
+        recipe: ``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed``.
         cache_dir: where teachers are kept (default ``$DISTILL_CACHE``, else ``~/.cache/distill``).
     """
     spec = {"architecture": architecture, "recipe": recipe}
@@ -204,7 +203,7 @@ def fit_and_save(
     started = time.perf_counter()
     fit(
         SupervisedDistiller(model, tokenizer=tokenizer, task=data.task),
-        data.train_loader(seed=seed, batch_size=recipe["batch_size"], group_by_length=recipe.get("group_by_length", 0)),
+        data.train_loader(seed=seed, batch_size=recipe["batch_size"]),
         None,
         TrainConfig(
             max_steps=recipe["max_steps"],

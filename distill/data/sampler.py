@@ -1,9 +1,9 @@
 """The order examples come in: the training sampler (a reshuffle per epoch, a pure function of
-(seed, epoch), optionally grouping examples of similar length) and a loader's dataset read once in order."""
+(seed, epoch)) and a loader's dataset read once in order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -18,26 +18,10 @@ class EpochSampler(Sampler[int]):
     (with more than one rank, the last ``batches % world`` are dropped so every rank has as many).
     So a step of ``world`` ranks sees the same batches as one process with ``grad_accum = world``,
     and a resumed run sees exactly the batches the interrupted one would have seen.
-
-    With ``lengths`` and ``group_by_length = g > 1`` (shuffled runs only), each window of ``g``
-    batches of the shuffled order is sorted by length and cut into batches, and the epoch's full
-    batches are then shuffled (a short last batch stays last): batches hold examples of similar
-    length, so less of each is padding, while every example is still seen once per epoch.
     """
 
-    def __init__(
-        self,
-        n: int,
-        seed: int = 0,
-        shuffle: bool = True,
-        batch_size: int = 1,
-        lengths: Sequence[int] | None = None,
-        group_by_length: int = 0,
-    ) -> None:
-        if lengths is not None and len(lengths) != n:
-            raise ValueError(f"lengths has {len(lengths)} entries for {n} examples")
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, batch_size: int = 1) -> None:
         self.n, self.seed, self.shuffle, self.batch_size = n, seed, shuffle, batch_size
-        self.lengths, self.group_by_length = lengths, group_by_length
         self.rank, self.world = 0, 1
         self.epoch, self.start = 0, 0
 
@@ -55,8 +39,6 @@ class EpochSampler(Sampler[int]):
         else:
             order = list(range(self.n))
         batches = [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
-        if self.shuffle and self.lengths is not None and self.group_by_length > 1:
-            batches = grouped_by_length(order, self.lengths, self.batch_size, self.group_by_length, g)
         if self.world > 1:
             batches = batches[: len(batches) - len(batches) % self.world]
         return batches[self.rank :: self.world][self.start :]
@@ -66,21 +48,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return sum(len(batch) for batch in self._batches())
-
-
-def grouped_by_length(
-    order: list[int], lengths: Sequence[int], batch_size: int, group: int, generator: torch.Generator
-) -> list[list[int]]:
-    """``order`` cut into windows of ``group * batch_size`` examples, each sorted by length (longest
-    first) and cut into batches; the full batches shuffled with ``generator``, a short one kept last."""
-    window = group * batch_size
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        part = sorted(order[start : start + window], key=lambda i: -lengths[i])
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    full = [b for b in batches if len(b) == batch_size]
-    shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
-    return shuffled + [b for b in batches if len(b) < batch_size]
 
 
 def in_dataset_order(loader: DataLoader, batch_size: int | None = None) -> DataLoader:

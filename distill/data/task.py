@@ -44,11 +44,6 @@ class TaskData:
         max_eval_examples: validation (and test) examples used (null: all).
         max_new_tokens: generation budget at evaluation, for causal LMs.
         num_workers: DataLoader worker processes.
-        group_by_length: training batches come from windows of this many batches sorted by length
-            (less padding, see :class:`EpochSampler`); 0: a plain shuffle (the default). Check it
-            against a plain shuffle first: on the embedded arithmetic task, where an example's length
-            gives away its rationale template, 50 cut padding from 23 % to 0.6 % and the teacher's
-            accuracy from 0.99 to 0.58-0.77 (batches of one template each).
     """
 
     def __init__(
@@ -63,7 +58,6 @@ class TaskData:
         max_eval_examples: int | None = 256,
         max_new_tokens: int = 64,
         num_workers: int = 0,
-        group_by_length: int = 0,
     ) -> None:
         require(task in TASKS, "data.task", task, f"must be one of {', '.join(TASKS)}")
         for key, value in [
@@ -73,11 +67,6 @@ class TaskData:
             ("max_new_tokens", max_new_tokens),
         ]:
             require(_positive(value), f"data.{key}", value, "must be a positive integer")
-        require(
-            isinstance(group_by_length, int) and not isinstance(group_by_length, bool) and group_by_length >= 0,
-            "data.group_by_length", group_by_length, "must be an integer >= 0",
-        )  # fmt: skip
-        self.group_by_length = group_by_length
         for key, value in [("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)]:
             require(value is None or _positive(value), f"data.{key}", value, "must be a positive integer or null")
         self.task, self.tokenizer = task, ensure_pad_token(tokenizer)
@@ -139,18 +128,13 @@ class TaskData:
             {"task": self.task, "max_length": self.max_length, "data": dataset_fingerprint(getattr(self, split))}
         )
 
-    def train_loader(
-        self, seed: int = 0, batch_size: int | None = None, group_by_length: int | None = None
-    ) -> DataLoader:
-        """Shuffled training loader whose sampler (an :class:`EpochSampler`) can be repositioned;
-        ``batch_size`` and ``group_by_length`` default to the data's own."""
+    def train_loader(self, seed: int = 0, batch_size: int | None = None) -> DataLoader:
+        """Shuffled training loader whose sampler (an :class:`EpochSampler`) can be repositioned."""
         size = batch_size or self.batch_size
-        group = self.group_by_length if group_by_length is None else group_by_length
-        lengths = [len(ids) for ids in self.train["input_ids"]] if group > 1 else None
         return DataLoader(
             self.train,
             batch_size=size,
-            sampler=EpochSampler(len(self.train), seed=seed, batch_size=size, lengths=lengths, group_by_length=group),
+            sampler=EpochSampler(len(self.train), seed=seed, batch_size=size),
             collate_fn=self.collator,
             num_workers=self.num_workers,
             drop_last=False,
