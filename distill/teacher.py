@@ -37,6 +37,7 @@ from distill.models import (
     load_pretrained,
     num_parameters,
 )
+from distill.muon import MuonAdamW, split_for_muon
 from distill.settings import cache_dir as default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ def fine_tuned_dir(
     """The cached fine-tuned copy of a checkpoint (``load``: :func:`~distill.models.load_pretrained`'s
     keywords), fine-tuned first if needed."""
     ok = isinstance(recipe, dict) and all(k in recipe for k in RECIPE_KEYS)
-    allowed = f"fine_tune=true needs a recipe with {', '.join(RECIPE_KEYS)} (optionally warmup_steps, seed)"
+    optional = "warmup_steps, seed, optimizer, matrix_lr"
+    allowed = f"fine_tune=true needs a recipe with {', '.join(RECIPE_KEYS)} (optionally {optional})"
     require(ok, "model.teacher.recipe", recipe, allowed)
     recipe = dict(recipe or {})
     local = Path(name_or_path).expanduser()  # a local checkpoint is known by its files, a hub one by its id
@@ -142,7 +144,8 @@ def trained_teacher_dir(
         data: the run's :class:`~distill.data.TaskData` (the runner passes it); the teacher
             trains on its training split, for its task.
         architecture: ``from_config`` keywords (model_type, n_layer, ...).
-        recipe: ``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed``.
+        recipe: ``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed``, ``optimizer``
+            (``adamw`` or ``muon``) and, with ``muon``, ``matrix_lr``.
         cache_dir: where teachers are kept (default ``$DISTILL_CACHE``, else ``~/.cache/distill``).
     """
     spec = {"architecture": architecture, "recipe": recipe}
@@ -200,12 +203,14 @@ def fit_and_save(
     """Train ``model`` on ``data``'s training split with the supervised distiller (cross-entropy on the
     labels) for ``recipe``, then ``save_pretrained`` it to ``path`` atomically (a temp dir, renamed)."""
     seed = recipe.get("seed", 0)
+    optimizer = recipe_optimizer(model, recipe)
     started = time.perf_counter()
     fit(
         SupervisedDistiller(model, tokenizer=tokenizer, task=data.task),
         data.train_loader(seed=seed, batch_size=recipe["batch_size"]),
         None,
-        TrainConfig(
+        optimizer=optimizer,
+        cfg=TrainConfig(
             max_steps=recipe["max_steps"],
             lr=recipe["lr"],
             warmup_steps=recipe.get("warmup_steps", 0),
@@ -220,6 +225,20 @@ def fit_and_save(
     shutil.rmtree(tmp, ignore_errors=True)
     save_on_this_rank(model, tmp)
     tmp.rename(path)
+
+
+def recipe_optimizer(
+    model: PreTrainedModel, recipe: dict[str, Any]
+) -> Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer] | None:
+    """The recipe's ``optimizer``: ``adamw`` (the default: the loop's AdamW with ``lr``) or ``muon``
+    (:class:`~distill.muon.MuonAdamW`: Muon with ``matrix_lr``, default 0.02, on the hidden matrices,
+    AdamW with ``lr`` on the rest)."""
+    name = recipe.get("optimizer", "adamw")
+    require(name in ("adamw", "muon"), "model.teacher.recipe.optimizer", name, "adamw or muon")
+    if name == "adamw":
+        return None
+    matrix_lr = recipe.get("matrix_lr", 0.02)
+    return lambda _params: MuonAdamW(*split_for_muon(model), lr=matrix_lr, adamw_lr=recipe["lr"])
 
 
 def save_on_this_rank(model: PreTrainedModel, path: Path) -> None:

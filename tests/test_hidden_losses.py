@@ -144,6 +144,31 @@ def test_padded_keys_and_rows_give_the_unpadded_value_and_no_nan(kind):
     assert torch.isfinite(leaf.grad).all()
 
 
+def test_response_rows_attend_over_every_real_key():
+    """A causal LM counts its response rows only, but each row is a distribution over all real keys
+    (prompt included): cutting the keys to the counted positions cut the rows short (sums < 1), and
+    the "KL" of such rows went negative in a real run."""
+    torch.manual_seed(0)
+    scores = torch.randn(2, 1, 4, 4, 4)  # (student/teacher, B, heads, L, L)
+    causal = torch.ones(4, 4, dtype=torch.bool).tril()
+    a_s, a_t = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    rows = torch.tensor([[False, False, True, True]])  # positions 0, 1: the prompt
+    keys = torch.ones(1, 4, dtype=torch.bool)
+    expected = sum(
+        (a_t[0, h, r] * (a_t[0, h, r].clamp_min(1e-30).log() - a_s[0, h, r].log())).nansum()
+        for h in range(4)
+        for r in (2, 3)
+    ) / (2 * 4)
+    kl = attention_loss([a_s], [a_t], rows, "kl", keys)
+    assert kl.item() == pytest.approx(expected.item(), rel=1e-5)
+    expected_mse = ((a_s - a_t)[0, :, 2:, :] ** 2).mean()  # 2 rows x 4 keys x 4 heads
+    assert attention_loss([a_s], [a_t], rows, "mse", keys).item() == pytest.approx(expected_mse.item(), rel=1e-5)
+    for seed in range(20):  # a true KL is never negative
+        torch.manual_seed(seed)
+        other = torch.softmax(torch.randn(1, 4, 4, 4).masked_fill(~causal, float("-inf")), dim=-1)
+        assert attention_loss([other], [a_t], rows, "kl", keys).item() >= 0
+
+
 def test_a_student_row_with_zero_probability_gives_a_finite_kl():
     student = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
     assert torch.isfinite(attention_loss([student], [TEACHER_MAP], ALL)).item()

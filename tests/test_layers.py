@@ -16,7 +16,7 @@ PACKAGE = ROOT / "distill"
 # Bottom to top; a module may import from its own layer and the layers below.
 LAYERS = [
     ("distill.errors", "distill.settings", "distill.ranks"),
-    ("distill.data", "distill.models", "distill.losses", "distill.metrics", "distill.fingerprints",
+    ("distill.data", "distill.models", "distill.losses", "distill.metrics", "distill.fingerprints", "distill.muon",
      "distill.student_init"),
     ("distill.forward", "distill.generation", "distill.generation_cache", "distill.evaluation", "distill.tracking",
      "distill.eval_cache", "distill.teacher_cache"),

@@ -173,7 +173,9 @@ class Distiller(BaseDistiller):
         )
         if self.intermediate is not None and any(extra.values()):
             mask = token_mask(sequences, self.task).to(self.device)
-            terms = self.intermediate(student, teacher, mask)
+            keys = sequences.get("attention_mask")  # attention rows are distributions over every real token
+            keys = keys.bool().to(self.device) if keys is not None else None
+            terms = self.intermediate(student, teacher, mask, keys)
             parts["loss"] = parts["loss"] + self.intermediate.weighted(terms)
             parts.update(terms)
         loss = parts.pop("loss")

@@ -85,8 +85,11 @@ class IntermediateTerms(nn.Module):
         """What the forward passes must return."""
         return {"hidden_states": self.weights["hidden"] > 0, "attentions": self.weights["attention"] > 0}
 
-    def forward(self, student: Forward, teacher: Forward, mask: Tensor) -> dict[str, Tensor]:
-        """``{"hidden", "attention"}`` for the terms whose weight is positive."""
+    def forward(
+        self, student: Forward, teacher: Forward, mask: Tensor, keys: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """``{"hidden", "attention"}`` for the terms whose weight is positive: over the positions of
+        ``mask`` (B, L); attention rows over the keys of ``keys`` (B, L; the attention mask)."""
         terms: dict[str, Tensor] = {}
         if self.weights["hidden"] > 0:
             s, t = mapped_states(student.hidden_states, teacher.hidden_states, self.layer_map)
@@ -94,7 +97,7 @@ class IntermediateTerms(nn.Module):
         if self.weights["attention"] > 0:
             pairs = [(i - 1, j - 1) for i, j in self.layer_map]
             s, t = mapped_states(student.attentions, teacher.attentions, pairs)
-            terms["attention"] = attention_loss(s, t, mask, self.kinds["attention"])
+            terms["attention"] = attention_loss(s, t, mask, self.kinds["attention"], keys)
         return terms
 
     def weighted(self, terms: dict[str, Tensor]) -> Tensor:

@@ -5,7 +5,8 @@ index 0 is the embedding output, index k the output of layer k (k = 1 .. n_layer
 tuples (``output_attentions=True``) have one entry per layer: layer k's map is ``attentions[k - 1]``.
 
 With a mask (B, L) of valid positions, N the number of valid positions, and P the projection of a
-pair (a Linear H_s -> H_t when widths differ, else the identity):
+pair (a Linear H_s -> H_t when widths differ, else the identity); for attention maps the valid
+rows are the mask's and the valid keys every real token (the attention mask, ``keys``):
 
     mse     1/N sum_valid 1/H_t ||P(h_s) - h_t||^2
     cosine  1/N sum_valid (1 - cos(P(h_s), h_t))
@@ -139,17 +140,26 @@ def _check_attention(a_s: Tensor, a_t: Tensor, mask: Tensor) -> None:
         raise ValueError(f"mask {tuple(mask.shape)} does not match attention maps {tuple(a_s.shape)}")
 
 
-def _valid_rows(attn: Tensor, keep: Tensor) -> Tensor:
-    """Valid query rows (N, heads, L) of a map (B, heads, L, L), with masked keys set to 0 (no NaN passes)."""
-    rows = attn.transpose(1, 2)[keep].float()  # (N, heads, L)
-    keys = keep[:, None, :].expand(-1, keep.shape[1], -1)[keep]  # (N, L): the row's own sequence's keys
-    return torch.where(keys[:, None, :], rows, torch.zeros_like(rows))
+def _valid_rows(attn: Tensor, rows: Tensor, keys: Tensor) -> Tensor:
+    """The counted query rows (N, heads, L) of a map (B, heads, L, L), keys outside ``keys`` set to 0
+    (no NaN passes); ``rows`` and ``keys`` are (B, L) masks."""
+    picked = attn.transpose(1, 2)[rows].float()  # (N, heads, L)
+    valid = keys[:, None, :].expand(-1, rows.shape[1], -1)[rows]  # (N, L): the row's own sequence's keys
+    return torch.where(valid[:, None, :], picked, torch.zeros_like(picked))
 
 
 def attention_loss(
-    student_attn: Sequence[Tensor], teacher_attn: Sequence[Tensor], mask: Tensor, kind: str = "kl"
+    student_attn: Sequence[Tensor],
+    teacher_attn: Sequence[Tensor],
+    mask: Tensor,
+    kind: str = "kl",
+    keys: Tensor | None = None,
 ) -> Tensor:
-    """Attention-map loss on mapped layers, mean over pairs; maps (B, heads, L, L), mask (B, L).
+    """Attention-map loss on mapped layers, mean over pairs; maps (B, heads, L, L), masks (B, L).
+
+    ``mask``: the query rows counted (a causal LM's response positions); ``keys``: the keys those
+    rows attend over, every real token (the attention mask); None: the same as ``mask``. Each
+    counted row then holds a whole distribution (it sums to 1 over ``keys``), so ``kl`` is >= 0.
 
     ``kl``: sum over valid keys of a_t (log a_t - log a_s) per query row, mean over heads and valid
     rows (MiniLM); masked keys are dropped (they hold ~0 probability), so padding gives no NaN.
@@ -162,10 +172,12 @@ def attention_loss(
             f"need as many student as teacher maps (>= 1); got {len(student_attn)} and {len(teacher_attn)}"
         )
     keep = mask.bool()
+    keys = keep if keys is None else keys.bool()
     losses = []
     for a_s, a_t in zip(student_attn, teacher_attn):
         _check_attention(a_s, a_t, keep)
-        s, t = _valid_rows(a_s, keep), _valid_rows(a_t, keep)  # (N, heads, L)
+        _check_attention(a_s, a_t, keys)
+        s, t = _valid_rows(a_s, keep, keys), _valid_rows(a_t, keep, keys)  # (N, heads, L)
         if s.shape[0] == 0:
             losses.append(s.sum() * 0.0)
         elif kind == "kl":
@@ -173,8 +185,8 @@ def attention_loss(
             per_row = torch.where(t > 0, t * log_ratio, torch.zeros_like(t)).sum(-1)  # (N, heads)
             losses.append(per_row.mean())
         else:
-            # sequence b has n_b valid rows of n_b valid keys: heads * sum_b n_b^2 terms in all
-            n_terms = keep.sum(-1).float().pow(2).sum() * s.shape[1]
+            # sequence b has r_b counted rows of k_b valid keys: heads * sum_b r_b k_b terms in all
+            n_terms = (keep.sum(-1).float() * keys.sum(-1).float()).sum() * s.shape[1]
             losses.append((s - t).pow(2).sum() / n_terms)
     return torch.stack(losses).mean()
 
