@@ -15,7 +15,10 @@ runs that differ only in their seed (mean ± std, n) into ``<out>/report.md``:
     text        language (sequence-level) and onpolicy (GKD)
 
 The runs go to ``<runs>/<sweep>/<job>/`` (git-ignored), the report (Markdown, CSV, plots) to
-``<out>``; the teacher is trained once (cached) if needed. Prints the wall time of each sweep.
+``<out>``. Before the sweeps, the teacher is trained (once, cached) in this process with torch's
+default thread count (every core), not inside the first job at one thread: the teacher, and so
+every figure, then does not depend on ``--jobs`` (a recipe seed gives a different teacher at 1
+and at 2 threads). Prints the wall time of each sweep.
 Extra overrides go to every job: the README's table used ``train.eval_every=0`` (validation once,
 at the end: the same final student, without the intermediate validations' cost).
 """
@@ -46,6 +49,25 @@ def sweep_command(name: str, overrides: list[str], runs: Path, seeds: str, jobs:
     ]  # fmt: skip
 
 
+def prepare_teacher(extra: list[str]) -> None:
+    """Find or train (and cache) the teacher the sweeps will use, with every core."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from distill import schemas
+    from distill.teacher_setup import TeacherSource
+    from distill.wiring import build
+
+    schemas.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("config", overrides=["logger=none", *extra])
+    tokenizer = build(cfg.model.tokenizer)
+    data = build(cfg.data, tokenizer=tokenizer)
+    started = time.time()
+    TeacherSource(cfg, tokenizer, data).model()
+    print(f"teacher ready ({torch.get_num_threads()} threads): {time.time() - started:.0f} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "results")
@@ -56,6 +78,8 @@ def main() -> int:
     parser.add_argument("--sweeps", nargs="*", default=everything, choices=list(SWEEPS))
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args, extra = parser.parse_known_args()
+    if not args.dry_run:
+        prepare_teacher(extra)
     for name in args.sweeps:
         command = sweep_command(name, SWEEPS[name], args.runs, args.seeds, args.jobs, extra)
         print(" ".join(command[1:]), flush=True)

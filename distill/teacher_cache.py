@@ -4,9 +4,10 @@ One pass of the frozen teacher over the training split stores, per response toke
 order, positions as :func:`~distill.data.sequences.at_response_positions` orders them):
 
     top_k    the k largest teacher logits and their ids (raw logits: any temperature applies later)
-    sampled  k draws from the teacher's distribution at T = 1: the distinct ids drawn, their counts
-             and their logits (Sparse Logit Sampling, Anshumann et al. 2025: the counts / k are an
-             unbiased estimate of p_T, so the forward-KL gradient is unbiased)
+    sampled  k draws from the teacher's distribution at the draw temperature tau (default 2): the
+             distinct ids drawn, their counts and their logits (Sparse Logit Sampling, Anshumann et
+             al. 2025: at T = tau the counts / k are an unbiased estimate of p_T, so the forward-KL
+             gradient is unbiased; other temperatures reweight the draws, see SparseTeacher)
 
 How the missing tail is handled is :class:`~distill.losses.sparse.SparseTeacher`'s: the target
 has no mass off the cached ids, which only forward KL can use (reverse KL, JSD and TVD need the
@@ -43,20 +44,26 @@ from distill.forward import frozen_forward
 from distill.losses import DEFAULT_CHUNK_SIZE, Hidden, SparseTeacher
 
 MODES = ("top_k", "sampled")
+DEFAULT_SIZE = 16
+DEFAULT_DRAW_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """``mode`` (top_k or sampled), ``size`` (k, or draws per token) and the sampling ``seed``."""
+    """``mode`` (top_k or sampled), ``size`` (k, or draws per token), the sampling ``seed`` and the
+    ``temperature`` the sampled cache draws at."""
 
     mode: str
-    size: int = 16
+    size: int = DEFAULT_SIZE
     seed: int = 0
+    temperature: float = DEFAULT_DRAW_TEMPERATURE
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "distiller.teacher_cache", self.mode, f"must be null, {' or '.join(MODES)}")
         require(isinstance(self.size, int) and 0 < self.size <= 65535, "distiller.teacher_cache_size", self.size,
                 "must be an integer in [1, 65535]")  # fmt: skip
+        ok = isinstance(self.temperature, (int, float)) and self.temperature > 0
+        require(ok, "distiller.teacher_cache_temperature", self.temperature, "must be > 0")
 
     def key_fields(self) -> dict[str, Any]:
         return asdict(self) if self.mode == "sampled" else {"mode": self.mode, "size": self.size}
@@ -73,9 +80,11 @@ def sparse_targets(logits: Tensor, settings: CacheSettings, generator: torch.Gen
     if settings.mode == "top_k":
         values, ids = logits.topk(min(settings.size, logits.shape[-1]), dim=-1)
         return {"ids": ids, "logits": values}
-    draws = torch.multinomial(torch.softmax(logits, -1), settings.size, replacement=True, generator=generator)
+    p_tau = torch.softmax(logits / settings.temperature, -1)
+    draws = torch.multinomial(p_tau, settings.size, replacement=True, generator=generator)
     tally = torch.zeros_like(logits).scatter_add_(1, draws, torch.ones_like(draws, dtype=logits.dtype))
-    counts, ids = tally.topk(settings.size, dim=-1)  # the distinct ids drawn first; the rest have count 0
+    # the distinct ids drawn first (at most k of them, or V); the rest have count 0
+    counts, ids = tally.topk(min(settings.size, logits.shape[-1]), dim=-1)
     return {"ids": ids, "logits": logits.gather(1, ids), "counts": counts}
 
 
@@ -103,7 +112,8 @@ class TeacherLogitCache:
             return torch.from_numpy(np.ascontiguousarray(array[rows])).to(device=device, dtype=dtype)
 
         counts = take(self.counts, torch.float32) if self.counts is not None else None
-        return SparseTeacher(take(self.ids, torch.long), take(self.logits, torch.float32), counts)
+        tau = self.meta.get("temperature", 1.0)  # caches built before the setting drew at T = 1
+        return SparseTeacher(take(self.ids, torch.long), take(self.logits, torch.float32), counts, tau)
 
 
 # batch -> the teacher's (C, V) logits at its response positions, in order, one chunk of rows at a time

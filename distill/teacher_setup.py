@@ -28,6 +28,8 @@ from distill.losses import DEFAULT_CHUNK_SIZE
 from distill.models import check_model_fits, num_parameters, output_width, pretrained_dir
 from distill.settings import cache_dir
 from distill.teacher_cache import (
+    DEFAULT_DRAW_TEMPERATURE,
+    DEFAULT_SIZE,
     CacheSettings,
     TeacherLogitCache,
     build,
@@ -88,7 +90,11 @@ class TeacherSource:
     def targets(self) -> TeacherLogitCache:
         """The teacher-logit cache: reused, or built by one pass of the teacher (then released)."""
         d, data = self.cfg.distiller, self.data
-        settings = CacheSettings(d.teacher_cache, d.get("teacher_cache_size", 16))
+        settings = CacheSettings(
+            d.teacher_cache,
+            d.get("teacher_cache_size", DEFAULT_SIZE),
+            temperature=d.get("teacher_cache_temperature", DEFAULT_DRAW_TEMPERATURE),
+        )
         key = cache_key(self.identity(), data.fingerprint("train"), settings)
         root = Path(d.cache_dir) if d.get("cache_dir") else self.root / "teacher-logits"
 

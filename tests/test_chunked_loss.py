@@ -184,6 +184,7 @@ def test_sparse_matches_sparse_kd_loss(sampled, temperature, width):
 
 HAND_TOP_K = SparseTeacher(torch.tensor([[0, 1]]), torch.tensor([[0.0, 0.0]]))
 HAND_SAMPLED = SparseTeacher(torch.tensor([[0, 1]]), torch.tensor([[0.0, math.log(4)]]), torch.tensor([[3.0, 1.0]]))
+HAND_SAMPLED_AT_2 = SparseTeacher(HAND_SAMPLED.ids, HAND_SAMPLED.logits, HAND_SAMPLED.counts, draw_temperature=2.0)
 
 
 @pytest.mark.parametrize(
@@ -192,6 +193,8 @@ HAND_SAMPLED = SparseTeacher(torch.tensor([[0, 1]]), torch.tensor([[0.0, math.lo
         (HAND_TOP_K, 3.0, [0.5, 0.5, 0.0]),  # softmax([0, 0] / 3)
         (HAND_SAMPLED, 1.0, [0.75, 0.25, 0.0]),  # counts / draws
         (HAND_SAMPLED, 2.0, [6 / 7, 1 / 7, 0.0]),  # ∝ [3, 1 * exp(log 4 * (1/2 - 1))] = [3, 1/2]
+        (HAND_SAMPLED_AT_2, 2.0, [0.75, 0.25, 0.0]),  # drawn at T = 2: counts / draws
+        (HAND_SAMPLED_AT_2, 1.0, [0.6, 0.4, 0.0]),  # ∝ [3, 1 * exp(log 4 * (1 - 1/2))] = [3, 2]
     ],
 )
 def test_sparse_by_hand(teacher, temperature, weights):

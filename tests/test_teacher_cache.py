@@ -39,6 +39,31 @@ def test_sparse_targets_top_k_and_sampled():
     assert torch.equal(again["ids"], drawn["ids"])  # seeded
 
 
+def test_sampled_cache_draws_at_its_temperature():
+    """The counts of many draws approach p_tau = softmax(logits / tau), not p_1."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    for tau in (1.0, 2.0):
+        drawn = sparse_targets(
+            logits, CacheSettings("sampled", 20000, temperature=tau), torch.Generator().manual_seed(0)
+        )
+        freq = torch.zeros(4).scatter_add_(0, drawn["ids"][0], drawn["counts"][0]) / 20000
+        torch.testing.assert_close(freq, torch.softmax(logits[0] / tau, -1), atol=0.01, rtol=0)
+    with pytest.raises(ConfigError, match=r"distiller\.teacher_cache_temperature=0"):
+        CacheSettings("sampled", 4, temperature=0)
+
+
+def test_a_temperature_above_the_draw_temperature_warns(tok, caplog):
+    teacher, student = gpt2(tok, 0), gpt2(tok, 1)
+    with caplog.at_level(logging.WARNING):
+        LogitDistiller(student, teacher, tok, temperature=4.0, teacher_cache="sampled")
+    assert "above the sampled cache's draw temperature 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        LogitDistiller(student, teacher, tok, temperature=2.0, teacher_cache="sampled")
+        LogitDistiller(student, teacher, tok, temperature=4.0, teacher_cache="top_k")
+    assert "draw temperature" not in caplog.text
+
+
 def test_full_width_top_k_cache_gives_the_online_loss(tok, data, tmp_path):
     teacher, student = gpt2(tok, 0, n_layer=2), gpt2(tok, 1)
     online = LogitDistiller(student, teacher, tok, temperature=2.0, alpha=0.7)

@@ -15,7 +15,14 @@ from distill.errors import ConfigError, require, require_fraction
 from distill.fingerprints import dataset_fingerprint, model_fingerprint
 from distill.losses import DEFAULT_CHUNK_SIZE, Objective
 from distill.settings import cache_dir as default_cache_dir
-from distill.teacher_cache import CacheSettings, TeacherLogitCache, cache_for_loader, cache_key
+from distill.teacher_cache import (
+    DEFAULT_DRAW_TEMPERATURE,
+    DEFAULT_SIZE,
+    CacheSettings,
+    TeacherLogitCache,
+    cache_for_loader,
+    cache_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +39,8 @@ class LogitDistiller(Distiller):
     ``hidden_loss`` mse or cosine, attention maps with ``attention_loss`` kl or mse) over ``layer_map``
     (:mod:`distill.distillers.intermediate`).
 
-    ``teacher_cache`` (``top_k`` or ``sampled``, ``teacher_cache_size`` tokens per position) replaces
+    ``teacher_cache`` (``top_k`` or ``sampled``, ``teacher_cache_size`` tokens per position; a sampled
+    cache draws at ``teacher_cache_temperature``, best at or above every temperature it serves) replaces
     the teacher's forward pass by sparse targets computed once over the training set and kept on
     disk under ``cache_dir`` (:mod:`distill.teacher_cache`; forward KL only). Pass a built cache as
     ``teacher_targets`` (what ``train.py`` does, so the teacher is never loaded), or a teacher: the
@@ -54,7 +62,8 @@ class LogitDistiller(Distiller):
         attention_loss: str = "kl",
         layer_map: list[list[int]] | None = None,
         teacher_cache: str | None = None,
-        teacher_cache_size: int = 16,
+        teacher_cache_size: int = DEFAULT_SIZE,
+        teacher_cache_temperature: float = DEFAULT_DRAW_TEMPERATURE,
         cache_dir: str | None = None,
         max_new_tokens: int = 64,
         task: str | None = None,
@@ -65,7 +74,9 @@ class LogitDistiller(Distiller):
         if alpha == 0:
             log.warning("distiller.alpha=0 turns the distillation term off: this is distiller=supervised")
         self.objective = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
-        self.cache_settings = check_cache(teacher_cache, teacher_cache_size, divergence, alpha, teacher_targets)
+        self.cache_settings = check_cache(
+            teacher_cache, teacher_cache_size, teacher_cache_temperature, self.objective, teacher_targets
+        )
         if teacher_model is None and teacher_targets is None:
             raise ConfigError("LogitDistiller needs a teacher_model (or teacher_targets, a built teacher cache)")
         self.requires_teacher = teacher_targets is None
@@ -110,15 +121,25 @@ class LogitDistiller(Distiller):
 
 
 def check_cache(
-    mode: str | None, size: int, divergence: str, alpha: float, built: TeacherLogitCache | None
+    mode: str | None, size: int, draw_temperature: float, objective: Objective, built: TeacherLogitCache | None
 ) -> CacheSettings | None:
     """The cache settings, refusing what a sparse cache cannot do, in one line each."""
     if mode is None and built is None:
         return None
-    settings = CacheSettings(mode or built.meta["mode"], size if mode else built.meta["size"])
+    if mode is None:
+        settings = CacheSettings(built.meta["mode"], built.meta["size"], temperature=built.meta.get("temperature", 1.0))
+    else:
+        settings = CacheSettings(mode, size, temperature=draw_temperature)
+    divergence, alpha = objective.divergence, objective.kd_weight
     require(divergence == "forward_kl", "distiller.divergence", divergence,
             f"distiller.teacher_cache={settings.mode} supports forward_kl only: a sparse cache keeps the teacher's "
             "probability of a few tokens, and reverse_kl, jsd and tvd need it for every token")  # fmt: skip
     if alpha == 0:
         log.warning("distiller.teacher_cache with alpha=0: the cache is built but never used")
+    if settings.mode == "sampled" and objective.temperature > settings.temperature:
+        log.warning(
+            "distiller.temperature=%g is above the sampled cache's draw temperature %g: rare draws get large "
+            "weights (a noisy target); set distiller.teacher_cache_temperature >= %g",
+            objective.temperature, settings.temperature, objective.temperature,
+        )  # fmt: skip
     return settings

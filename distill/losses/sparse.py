@@ -22,14 +22,17 @@ class SparseTeacher:
     ids (N, k) long; logits (N, k) float, the teacher's raw logits of those ids; counts (N, k) float or None.
 
     * top_k cache (counts None): target_T = softmax(logits / T) over the k ids (the tail gets no mass).
-    * sampled cache (counts = how often each id was drawn from the teacher at T = 1; rows may repeat
-      pad ids with count 0): target_T(i) ∝ counts(i) * exp(logits(i) * (1/T - 1)), normalised over the row
-      (at T = 1 this is counts / draws, an unbiased estimate of p_T). Every row needs a positive count.
+    * sampled cache (counts = how often each id was drawn from the teacher's p_tau, tau =
+      ``draw_temperature``; rows may repeat pad ids with count 0): target_T(i) ∝ counts(i) *
+      exp(logits(i) * (1/T - 1/tau)), normalised over the row. At T = tau this is counts / draws, an
+      unbiased estimate of p_T; at T < tau the weights favour the often-drawn head (well conditioned),
+      at T > tau they inflate rare draws. Every row needs a positive count.
     """
 
     ids: Tensor
     logits: Tensor
     counts: Tensor | None = None
+    draw_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         shapes = [tuple(self.ids.shape), tuple(self.logits.shape)]
@@ -47,7 +50,8 @@ class SparseTeacher:
         logits = self.logits.float()
         if self.counts is None:
             return torch.softmax(logits / temperature, dim=-1)
-        log_weights = self.counts.float().log() + logits * (1.0 / temperature - 1.0)  # log 0 = -inf: no mass
+        tilt = 1.0 / temperature - 1.0 / self.draw_temperature
+        log_weights = self.counts.float().log() + logits * tilt  # log 0 = -inf: no mass
         return torch.softmax(log_weights, dim=-1)
 
 
