@@ -100,6 +100,12 @@ class TeacherLogitCache:
         self.offsets = np.load(path / "offsets.npy")
 
     @property
+    def settings(self) -> CacheSettings:
+        """The settings it was built with (caches built before ``temperature`` existed drew at T = 1)."""
+        m = self.meta
+        return CacheSettings(m["mode"], m["size"], m.get("seed", 0), m.get("temperature", 1.0))
+
+    @property
     def bytes_per_token(self) -> int:
         arrays = [self.ids, self.logits] + ([self.counts] if self.counts is not None else [])
         return sum(a.dtype.itemsize * a.shape[1] for a in arrays)
@@ -112,7 +118,7 @@ class TeacherLogitCache:
             return torch.from_numpy(np.ascontiguousarray(array[rows])).to(device=device, dtype=dtype)
 
         counts = take(self.counts, torch.float32) if self.counts is not None else None
-        tau = self.meta.get("temperature", 1.0)  # caches built before the setting drew at T = 1
+        tau = self.settings.temperature
         return SparseTeacher(take(self.ids, torch.long), take(self.logits, torch.float32), counts, tau)
 
 

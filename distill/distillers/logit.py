@@ -126,10 +126,7 @@ def check_cache(
     """The cache settings, refusing what a sparse cache cannot do, in one line each."""
     if mode is None and built is None:
         return None
-    if mode is None:
-        settings = CacheSettings(built.meta["mode"], built.meta["size"], temperature=built.meta.get("temperature", 1.0))
-    else:
-        settings = CacheSettings(mode, size, temperature=draw_temperature)
+    settings = built.settings if mode is None else CacheSettings(mode, size, temperature=draw_temperature)
     divergence, alpha = objective.divergence, objective.kd_weight
     require(divergence == "forward_kl", "distiller.divergence", divergence,
             f"distiller.teacher_cache={settings.mode} supports forward_kl only: a sparse cache keeps the teacher's "

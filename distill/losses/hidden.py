@@ -173,10 +173,11 @@ def attention_loss(
         )
     keep = mask.bool()
     keys = keep if keys is None else keys.bool()
+    if keys.shape != keep.shape:
+        raise ValueError(f"keys {tuple(keys.shape)} and mask {tuple(keep.shape)} must have one shape (B, L)")
     losses = []
     for a_s, a_t in zip(student_attn, teacher_attn):
         _check_attention(a_s, a_t, keep)
-        _check_attention(a_s, a_t, keys)
         s, t = _valid_rows(a_s, keep, keys), _valid_rows(a_t, keep, keys)  # (N, heads, L)
         if s.shape[0] == 0:
             losses.append(s.sum() * 0.0)
