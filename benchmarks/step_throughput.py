@@ -13,7 +13,9 @@ a constant learning-rate schedule.
 Variants (what one timed step is):
 
     project  LogitDistiller(student, teacher, T=2, alpha=0.5, forward_kl).train_step(batch), then what
-             distill.loop.fit does per step: clip_grad_norm_, optimizer.step, scheduler.step, zero_grad
+             distill.loop.fit does per step: clip_grad_norm_, optimizer.step, scheduler.step, zero_grad. With the
+             distiller's defaults: the chunked loss on response positions, fast_activations (GPT-2's gelu_new as
+             distill.activations.TanhGELU, the same function) and no KV cache in the training forward
     naive    plain PyTorch written here: student and teacher full forward (all positions, all V logits), keep the
              response positions (labels != -100, shifted), alpha * T^2 KL(p_T || p_S) + (1 - alpha) CE with T = 2,
              alpha = 0.5, backward, then the same optimizer work as ``project``
@@ -25,25 +27,33 @@ Variants (what one timed step is):
              step, zero_grad and the Trainer's per-step bookkeeping; the data loading before on_step_begin and the
              logging after on_step_end are not timed (as the other variants time pre-collated batches).
 
-How it measures: every run of a variant is a fresh subprocess (``--worker``), so its peak RSS (ru_maxrss) is its
-own. A worker builds the models and batches, reads its RSS (``setup GB``: libraries, models, data), runs the warm-up
-steps untimed (tiny: 3, big: 1), then times ``--steps`` steps one by one (time.perf_counter; default tiny 30, big 1:
-one big naive or trl step is ~25 s of work). It reports tokens/s = response tokens of the timed batches (the
-positions the loss is taken on: shifted labels != -100) / the summed step time, the median step time, and its peak
-RSS (``peak GB``, libraries included). The parent runs the variants interleaved (project, naive, trl, project, ...)
-``--repeats`` times per size; the table gives the medians over the rounds, and each ratio is the median over the
-rounds of that round's ratio (so a slow spell of the machine hits both sides of it). CPU, one torch thread by default
-(OMP_NUM_THREADS too). Without TRL installed its column reads "TRL not installed" and the rest still runs. A full run
-takes ~3 minutes for ``tiny`` and ~10 for ``big`` on 2 cores (``--sizes tiny`` for the quick part).
+How it measures. A worker (``--worker``, a fresh subprocess) builds the models and batches, reads its RSS (``setup
+GB``: libraries, models, data), runs ``--steps`` timed steps after the untimed warm-up ones (tiny: 3, big: 1;
+time.perf_counter; default tiny 30, big 1: one big naive or trl step is ~25 s of work) and reports tokens/s =
+response tokens of the timed batches (the positions the loss is taken on: shifted labels != -100) / the summed step
+time, the median step time, and its peak RSS (``peak GB``, ru_maxrss, libraries included).
 
-Noise: at the tiny size a step is ~0.2 s of small allocations, and glibc malloc's mmap/trim churn (fresh pages each
-step) changes its time by up to ~40%, differently per variant; running with ``MALLOC_MMAP_THRESHOLD_=4000000000
+- tiny: one worker per round runs the three variants step by step in turn, each on its own copies of the models:
+  TRL's loop drives, and after each of its steps a callback runs the project's and the naive step on the same
+  batch (those two swap places every step). A slow spell of the machine then hits all three alike: run in
+  separate processes, the same variant's tokens/s moved by up to 40 % from process to process here, more than
+  the differences measured. The peak RSS is then the one process's, for the three together.
+- big: one worker per variant (project, naive, trl, project, ...), so each peak RSS is its own.
+
+The table gives the medians over ``--repeats`` rounds, and each ratio is the median over the rounds of that round's
+ratio. CPU, one torch thread by default (OMP_NUM_THREADS too). Without TRL installed its column reads "TRL not
+installed" and the rest still runs. A full run takes ~3 minutes for ``tiny`` and ~10 for ``big`` on 2 cores
+(``--sizes tiny`` for the quick part).
+
+Noise: at the tiny size a step is ~0.15 s of small allocations, and glibc malloc's mmap/trim churn (fresh pages each
+step) changes its time by up to ~40%; running with ``MALLOC_MMAP_THRESHOLD_=4000000000
 MALLOC_TRIM_THRESHOLD_=4000000000`` in the environment (passed on to the workers) removes most of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -64,6 +74,7 @@ from benchmarks.memory import available_bytes, rss_bytes
 
 BIG_VOCAB = 151_936
 SIZES = {"tiny": None, "big": BIG_VOCAB}
+IN_ONE_PROCESS = {"tiny": True, "big": False}  # tiny: variants step by step in one process; big: one process each
 DEFAULT_STEPS = {"tiny": 30, "big": 1}  # a big naive or trl step takes ~25 s on one thread
 WARMUP = {"tiny": 3, "big": 1}
 VARIANTS = ("project", "naive", "trl")
@@ -175,20 +186,22 @@ def step_function(variant: str, teacher: nn.Module, student: nn.Module) -> Calla
     return naive_step
 
 
-def timed_loop(variant: str, teacher: nn.Module, student: nn.Module, batches: list, warmup: int) -> list[float]:
-    """Seconds of each step after ``warmup`` untimed ones (project and naive)."""
+def timed_loop(variant: str, teacher: nn.Module, student: nn.Module, batches: list) -> list[float]:
+    """Seconds of each step (project or naive), one variant alone in its process."""
     step = step_function(variant, teacher, student)
     seconds = []
-    for i, batch in enumerate(batches):
+    for batch in batches:
         start = time.perf_counter()
         step(batch)
-        if i >= warmup:
-            seconds.append(time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
     return seconds
 
 
-def trl_loop(teacher: nn.Module, student: nn.Module, data: Any, batches: list, warmup: int) -> list[float]:
-    """Seconds of each GKDTrainer optimizer step after ``warmup`` ones (on_step_begin -> on_step_end)."""
+def trl_loop(
+    teacher: nn.Module, student: nn.Module, data: Any, batches: list, after_step: Callable[[int], None] | None = None
+) -> list[float]:
+    """Seconds of each GKDTrainer optimizer step (on_step_begin -> on_step_end); ``after_step(i)`` runs, untimed
+    for TRL, after its step on batch ``i``."""
     from transformers import TrainerCallback
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
@@ -202,6 +215,8 @@ def trl_loop(teacher: nn.Module, student: nn.Module, data: Any, batches: list, w
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.seconds.append(time.perf_counter() - self.start)
+            if after_step is not None:
+                after_step(len(self.seconds) - 1)
 
     def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = data.collator(rows)
@@ -223,25 +238,58 @@ def trl_loop(teacher: nn.Module, student: nn.Module, data: Any, batches: list, w
             callbacks=[times],
         )  # fmt: skip
         trainer.train()
-    return times.seconds[warmup:]
+    return times.seconds
+
+
+def interleaved(
+    teacher: nn.Module, student: nn.Module, data: Any, batches: list, variants: list[str]
+) -> dict[str, list[float]]:
+    """Seconds of every step of each variant, the three run step by step in turn on the same batch.
+
+    Each variant trains its own copies of the two models. TRL's loop drives (its callback runs the
+    project's and the naive step on the batch it has just trained on); without TRL a plain loop does.
+    The project and the naive step swap places every step, so neither always runs right after TRL.
+    """
+    steps = {v: step_function(v, copy.deepcopy(teacher), copy.deepcopy(student)) for v in variants if v != "trl"}
+    seconds: dict[str, list[float]] = {v: [] for v in steps}
+
+    def others(i: int) -> None:
+        for variant in list(steps)[:: 1 if i % 2 == 0 else -1]:
+            start = time.perf_counter()
+            steps[variant](batches[i])
+            seconds[variant].append(time.perf_counter() - start)
+
+    if "trl" in variants:
+        seconds["trl"] = trl_loop(copy.deepcopy(teacher), copy.deepcopy(student), data, batches, after_step=others)
+    else:
+        for i in range(len(batches)):
+            others(i)
+    return seconds
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Print one JSON line: tokens, seconds, step times, setup and peak RSS, and the torch threads used."""
+    """Print one JSON line per variant run here: tokens, seconds, step times, setup and peak RSS, threads."""
     if args.threads:
         torch.set_num_threads(args.threads)
     data, teacher, student, batches = setup(args.size, args.warmup + args.steps)
     setup_bytes = rss_bytes()
-    if args.variant == "trl":
-        seconds = trl_loop(teacher, student, data, batches, args.warmup)
+    if args.variant == "all":
+        variants = [v for v in args.variants if v != "trl" or trl_available()]
+        seconds = interleaved(teacher, student, data, batches, variants)
+    elif args.variant == "trl":
+        seconds = {"trl": trl_loop(teacher, student, data, batches)}
     else:
-        seconds = timed_loop(args.variant, teacher, student, batches, args.warmup)
-    if len(seconds) != args.steps:
-        raise RuntimeError(f"{args.variant}: timed {len(seconds)} steps, expected {args.steps}")
+        seconds = {args.variant: timed_loop(args.variant, teacher, student, batches)}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     tokens = sum(response_tokens(b) for b in batches[args.warmup :])
-    result = dict(tokens=tokens, seconds=sum(seconds), step_ms=1000 * statistics.median(seconds), setup=setup_bytes)
-    print(json.dumps({**result, "peak": peak, "threads": torch.get_num_threads()}))
+    results = {}
+    for variant, times in seconds.items():
+        timed = times[args.warmup :]
+        if len(timed) != args.steps:
+            raise RuntimeError(f"{variant}: timed {len(timed)} steps, expected {args.steps}")
+        step_ms = 1000 * statistics.median(timed)
+        results[variant] = dict(tokens=tokens, seconds=sum(timed), step_ms=step_ms, setup=setup_bytes, peak=peak)
+    print(json.dumps({"runs": results, "threads": torch.get_num_threads()}))
 
 
 # ----------------------------------------------------------------------------- the parent: interleaved workers
@@ -255,7 +303,7 @@ def estimate(size: str, variant: str) -> float:
 
 
 def spawn(variant: str, size: str, steps: int, args: argparse.Namespace) -> dict[str, Any] | str:
-    """Run one worker; its result, or a short reason why there is none."""
+    """Run one worker (``variant`` or ``all``); its result, or a short reason why there is none."""
     if variant == "trl" and not trl_available():
         return "TRL not installed"
     need, free = estimate(size, variant), available_bytes()
@@ -263,6 +311,7 @@ def spawn(variant: str, size: str, steps: int, args: argparse.Namespace) -> dict
         return f"skipped: needs ~{need / GB:.1f} GB, {free / GB:.1f} GB available"
     command = [sys.executable, "-m", "benchmarks.step_throughput", "--worker", "--variant", variant, "--size", size]
     command += ["--steps", str(steps), "--warmup", str(WARMUP[size]), "--threads", str(args.threads)]
+    command += ["--variants", *args.variants]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
@@ -275,25 +324,30 @@ def spawn(variant: str, size: str, steps: int, args: argparse.Namespace) -> dict
 
 
 def run_size(size: str, args: argparse.Namespace) -> Runs:
-    """The variants of one size, interleaved ``--repeats`` times; per variant its runs or why there are none."""
+    """``--repeats`` rounds of one size; per variant its runs, or why there are none. Tiny: one process per round
+    runs the variants step by step in turn; big: one process per variant, the variants in turn."""
     steps = args.steps or DEFAULT_STEPS[size]
     runs: Runs = {v: [] for v in args.variants}
+    if IN_ONE_PROCESS[size] and "trl" in runs and not trl_available():
+        runs["trl"] = "TRL not installed"
     for r in range(args.repeats):
-        for variant in args.variants:
-            if isinstance(runs[variant], str):
+        for worker_variant in ["all"] if IN_ONE_PROCESS[size] else args.variants:
+            wanted = [v for v in args.variants if worker_variant in ("all", v) and not isinstance(runs[v], str)]
+            if not wanted:
                 continue
-            result = spawn(variant, size, steps, args)
-            if isinstance(result, str):
-                runs[variant] = result
-                print(f"  round {r + 1} {size} {variant}: {result}", flush=True)
-                continue
-            runs[variant].append(result)  # type: ignore[union-attr]
-            rate = result["tokens"] / result["seconds"]
-            print(
-                f"  round {r + 1} {size} {variant}: {rate:,.0f} tokens/s, {result['step_ms']:.1f} ms/step, "
-                f"peak {result['peak'] / GB:.2f} GB, {result['threads']} threads",
-                flush=True,
-            )
+            result = spawn(worker_variant, size, steps, args)
+            for variant in wanted:
+                run = result if isinstance(result, str) else result["runs"][variant]
+                if isinstance(run, str):
+                    runs[variant] = run
+                    print(f"  round {r + 1} {size} {variant}: {run}", flush=True)
+                    continue
+                runs[variant].append(run)  # type: ignore[union-attr]
+                print(
+                    f"  round {r + 1} {size} {variant}: {run['tokens'] / run['seconds']:,.0f} tokens/s, "
+                    f"{run['step_ms']:.1f} ms/step, peak {run['peak'] / GB:.2f} GB, {result['threads']} threads",  # type: ignore[index]
+                    flush=True,
+                )
     return runs
 
 
@@ -371,7 +425,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: tiny 30, big 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the workers (0: torch's choice)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=(*VARIANTS, "all"), help=argparse.SUPPRESS)
     parser.add_argument("--size", choices=list(SIZES), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -60,8 +60,9 @@ def output_head(model: nn.Module) -> Head | None:
 
 
 @functools.cache
-def _keeps_logits(model_type: type) -> bool:
-    return "logits_to_keep" in inspect.signature(model_type.forward).parameters
+def _takes(model_type: type, keyword: str) -> bool:
+    """Whether ``model_type.forward`` has the keyword argument ``keyword``."""
+    return keyword in inspect.signature(model_type.forward).parameters
 
 
 def forward(
@@ -81,8 +82,10 @@ def forward(
     options: dict[str, Any] = {"output_hidden_states": hidden_states or head is not None}
     if attentions:
         options["output_attentions"] = True
-    if head is not None and _keeps_logits(type(core)):
+    if head is not None and _takes(type(core), "logits_to_keep"):
         options["logits_to_keep"] = 1  # the head runs on the last position only; the loss applies it per chunk
+    if _takes(type(core), "use_cache"):
+        options["use_cache"] = False  # one pass over whole sequences: a KV cache would only be built and dropped
     out = model(**inputs, **options)
     states = out.hidden_states if hidden_states else None
     if task == "classification":

@@ -206,7 +206,9 @@ def fit_and_save(
     optimizer = recipe_optimizer(model, recipe)
     started = time.perf_counter()
     fit(
-        SupervisedDistiller(model, tokenizer=tokenizer, task=data.task),
+        SupervisedDistiller(
+            model, tokenizer=tokenizer, task=data.task, fast_activations=recipe.get("fast_activations", False)
+        ),
         data.train_loader(seed=seed, batch_size=recipe["batch_size"]),
         None,
         optimizer=optimizer,

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "distill"
 LAYERS = [
     ("distill.errors", "distill.settings", "distill.ranks"),
     ("distill.data", "distill.models", "distill.losses", "distill.metrics", "distill.fingerprints", "distill.muon",
-     "distill.student_init"),
+     "distill.activations", "distill.student_init"),
     ("distill.forward", "distill.generation", "distill.generation_cache", "distill.evaluation", "distill.tracking",
      "distill.eval_cache", "distill.teacher_cache"),
     ("distill.loop",),

@@ -54,6 +54,7 @@ class LanguageDistiller(Distiller):
         max_new_tokens: int = 64,
         task: str | None = None,
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        fast_activations: bool = True,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
         require_fraction("distiller.alpha", alpha)
@@ -67,7 +68,7 @@ class LanguageDistiller(Distiller):
         settings = generation_settings(max_length or max_new_tokens, do_sample, temperature, top_p, num_samples, seed)
         self.on_teacher_text = Objective(kd_weight, alpha, divergence, temperature, beta)
         self.on_dataset = Objective(ce_weight=1.0 - alpha)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size, fast_activations)
         self.alpha, self.kd_weight = alpha, kd_weight
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.teacher_completions = TeacherCompletions(generations, settings)

@@ -68,6 +68,7 @@ class LogitDistiller(Distiller):
         max_new_tokens: int = 64,
         task: str | None = None,
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        fast_activations: bool = True,
         teacher_targets: TeacherLogitCache | None = None,
     ) -> None:
         require_fraction("distiller.alpha", alpha)
@@ -80,7 +81,7 @@ class LogitDistiller(Distiller):
         if teacher_model is None and teacher_targets is None:
             raise ConfigError("LogitDistiller needs a teacher_model (or teacher_targets, a built teacher cache)")
         self.requires_teacher = teacher_targets is None
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size, fast_activations)
         require(self.cache_settings is None or self.task == "causal_lm", "distiller.teacher_cache", teacher_cache,
                 "is for causal LMs (a classifier's teacher logits are cheap: leave it null)")  # fmt: skip
         if teacher_targets is not None and self.width is None:

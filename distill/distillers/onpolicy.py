@@ -52,6 +52,7 @@ class OnPolicyDistiller(Distiller):
         max_new_tokens: int = 64,
         task: str | None = None,
         chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        fast_activations: bool = True,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
         require_fraction("distiller.lmbda", lmbda)
@@ -61,7 +62,7 @@ class OnPolicyDistiller(Distiller):
         self.settings = generation_settings(max_length or max_new_tokens, do_sample, temperature, top_p)
         self.on_samples = Objective(1.0, 0.0, divergence, temperature, beta)
         self.on_dataset = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size, fast_activations)
         self.lmbda = lmbda
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.text_validation = TextValidation(generations, max_new_tokens, self.task)
