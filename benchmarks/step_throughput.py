@@ -45,9 +45,11 @@ ratio. CPU, one torch thread by default (OMP_NUM_THREADS too). Without TRL insta
 installed" and the rest still runs. A full run takes ~3 minutes for ``tiny`` and ~10 for ``big`` on 2 cores
 (``--sizes tiny`` for the quick part).
 
-Noise: at the tiny size a step is ~0.15 s of small allocations, and glibc malloc's mmap/trim churn (fresh pages each
-step) changes its time by up to ~40%; running with ``MALLOC_MMAP_THRESHOLD_=4000000000
-MALLOC_TRIM_THRESHOLD_=4000000000`` in the environment (passed on to the workers) removes most of it.
+Allocator: by default glibc malloc returns every large freed block to the kernel and takes fresh pages (page faults)
+for the next one. With ``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000`` in the environment
+(passed on to the workers) freed memory is kept and reused, roughly as a GPU's caching allocator does: at the tiny
+size that removes most of the step-to-step noise, and at the big size it made the full-logit variants (naive, trl)
+2-3x faster, since each of their steps frees and retakes several GB. State which one a table used.
 """
 
 from __future__ import annotations
@@ -381,6 +383,8 @@ def print_table(results: dict[str, Runs], args: argparse.Namespace) -> None:
     print(f"\ntorch threads: {args.threads or torch.get_num_threads()}; medians of {args.repeats} interleaved rounds "
           "(ratios: median of the per-round ratios)")  # fmt: skip
     print(f"torch {version('torch')}, transformers {version('transformers')}, trl {version('trl')}")
+    kept = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    print(f"malloc: {f'MALLOC_MMAP_THRESHOLD_={kept} (freed memory kept)' if kept else 'glibc default'}")
     header = ("V", "variant", "tokens/s", "ms/step", "peak GB", "setup GB", "vs naive", "vs TRL")
     print("{:>7} {:8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}".format(*header))
     for size, runs in results.items():

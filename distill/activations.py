@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -44,6 +45,7 @@ class _SigmoidFormGELU(torch.autograd.Function):
         return x * s
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: a double backward raises instead of lying
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
         x, s = ctx.saved_tensors  # type: ignore[attr-defined]
         slope = x * x  # 2 sqrt(2/pi) (1 + 3 c x^2) x s (1 - s) + s

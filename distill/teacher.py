@@ -145,7 +145,9 @@ def trained_teacher_dir(
             trains on its training split, for its task.
         architecture: ``from_config`` keywords (model_type, n_layer, ...).
         recipe: ``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed``, ``optimizer``
-            (``adamw`` or ``muon``) and, with ``muon``, ``matrix_lr``.
+            (``adamw`` or ``muon``), with ``muon`` ``matrix_lr``, and ``fast_activations`` (default
+            false, so the published teacher stays the one its cache key names; see
+            :mod:`distill.activations`).
         cache_dir: where teachers are kept (default ``$DISTILL_CACHE``, else ``~/.cache/distill``).
     """
     spec = {"architecture": architecture, "recipe": recipe}

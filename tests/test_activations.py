@@ -34,6 +34,13 @@ def test_values_and_gradients_equal_the_composite_in_float64():
     assert torch.autograd.gradcheck(tanh_gelu, (torch.randn(6, 5, dtype=torch.float64, requires_grad=True),))
 
 
+def test_a_double_backward_is_refused():
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(tanh_gelu(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+
+
 def test_float32_matches_torch_and_transformers_gelus():
     torch.manual_seed(0)
     x = torch.randn(64, 256) * 4

@@ -29,7 +29,7 @@ def test_generation_speed_prints_its_ratio():
 def test_step_throughput_prints_its_table():
     out = bench("step_throughput", "--sizes", "tiny", "--repeats", "1", "--steps", "2")
     assert "V variant    tokens/s" in out
-    assert "torch threads: 1" in out and "targets:" in out
+    assert "torch threads: 1" in out and "targets:" in out and "malloc: " in out
     for variant in ("project", "naive"):
         assert f"    100 {variant} " in out
 
