@@ -49,10 +49,11 @@ def load_or_train_teacher(
     architecture: dict[str, Any],
     recipe: dict[str, Any],
     cache_dir: str | None = None,
+    progress: bool = True,
 ) -> PreTrainedModel:
     """Load the cached teacher for this recipe, training and caching it first if needed
     (arguments as :func:`trained_teacher_dir`)."""
-    path = trained_teacher_dir(tokenizer, data, architecture, recipe, cache_dir)
+    path = trained_teacher_dir(tokenizer, data, architecture, recipe, cache_dir, progress)
     return AUTO_CLASSES[data.task].from_pretrained(path, use_safetensors=True)
 
 
@@ -69,6 +70,7 @@ def pretrained_teacher(
     task: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    progress: bool = True,
     **config_overrides: Any,
 ) -> PreTrainedModel:
     """A pretrained teacher (hub id or local directory) that never teaches from fresh weights.
@@ -85,7 +87,7 @@ def pretrained_teacher(
     require(task == data.task, "model.teacher.task", task, f"must be the data's task, {data.task}")
     load = dict(task=task, revision=revision, trust_remote_code=trust_remote_code, **config_overrides)
     if fine_tune:
-        path = fine_tuned_dir(name_or_path, load, tokenizer, data, recipe, cache_dir)
+        path = fine_tuned_dir(name_or_path, load, tokenizer, data, recipe, cache_dir, progress)
         return AUTO_CLASSES[task].from_pretrained(path, use_safetensors=True)
     loaded = load_pretrained(name_or_path, **load)
     if loaded.fresh:
@@ -104,11 +106,12 @@ def fine_tuned_dir(
     data: TaskData,
     recipe: dict[str, Any] | None,
     cache_dir: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """The cached fine-tuned copy of a checkpoint (``load``: :func:`~distill.models.load_pretrained`'s
     keywords), fine-tuned first if needed."""
     ok = isinstance(recipe, dict) and all(k in recipe for k in RECIPE_KEYS)
-    optional = "warmup_steps, seed, optimizer, matrix_lr"
+    optional = "warmup_steps, seed, optimizer, matrix_lr, fast_activations"
     allowed = f"fine_tune=true needs a recipe with {', '.join(RECIPE_KEYS)} (optionally {optional})"
     require(ok, "model.teacher.recipe", recipe, allowed)
     recipe = dict(recipe or {})
@@ -125,7 +128,7 @@ def fine_tuned_dir(
         size = f"{num_parameters(loaded.model) / 1e6:.1f}M parameters{fresh}"
         print(f"Fine-tuning the teacher {name_or_path} ({size}) for {recipe['max_steps']} steps on the training "
               f"split; cached for later runs in {path}")  # fmt: skip
-        fit_and_save(loaded.model, tokenizer, data, recipe, path)
+        fit_and_save(loaded.model, tokenizer, data, recipe, path, progress)
 
     return cached_teacher(spec, tokenizer, data, cache_dir, train)
 
@@ -136,6 +139,7 @@ def trained_teacher_dir(
     architecture: dict[str, Any],
     recipe: dict[str, Any],
     cache_dir: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """The directory of the cached teacher for this recipe (``save_pretrained``), trained first if needed.
 
@@ -149,6 +153,7 @@ def trained_teacher_dir(
             false, so the published teacher stays the one its cache key names; see
             :mod:`distill.activations`).
         cache_dir: where teachers are kept (default ``$DISTILL_CACHE``, else ``~/.cache/distill``).
+        progress: show the training's progress bar (the runner passes ``train.progress``).
     """
     spec = {"architecture": architecture, "recipe": recipe}
 
@@ -159,7 +164,7 @@ def trained_teacher_dir(
         check_model_fits(model, "model.teacher.architecture", data.max_length, architecture)
         check_num_labels(model, data, "model.teacher.architecture")
         print(f"Training the teacher ({num_parameters(model) / 1e6:.2f}M parameters); cached for later runs in {path}")
-        fit_and_save(model, tokenizer, data, recipe, path)
+        fit_and_save(model, tokenizer, data, recipe, path, progress)
 
     return cached_teacher(spec, tokenizer, data, cache_dir, train)
 
@@ -200,7 +205,12 @@ def cached_teacher(
 
 
 def fit_and_save(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: TaskData, recipe: dict[str, Any], path: Path
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: TaskData,
+    recipe: dict[str, Any],
+    path: Path,
+    progress: bool = True,
 ) -> None:
     """Train ``model`` on ``data``'s training split with the supervised distiller (cross-entropy on the
     labels) for ``recipe``, then ``save_pretrained`` it to ``path`` atomically (a temp dir, renamed)."""
@@ -220,6 +230,7 @@ def fit_and_save(
             warmup_steps=recipe.get("warmup_steps", 0),
             seed=seed,
             desc="teacher",
+            progress=progress,
             device="auto",
             strategy="single",  # every rank trains the same teacher alone (under a file lock), never a DDP job
         ),

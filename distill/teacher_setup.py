@@ -59,7 +59,8 @@ class TeacherSource:
 
     def __init__(self, cfg: DictConfig, tokenizer: Any, data: TaskData) -> None:
         self.cfg, self.tokenizer, self.data = cfg, tokenizer, data
-        self.available = {"tokenizer": tokenizer, "data": data}
+        progress = cfg.train.get("progress", True) if "train" in cfg else True
+        self.available = {"tokenizer": tokenizer, "data": data, "progress": progress}  # what teacher constructors take
         self.root = Path(cfg.paths.cache_dir) if "paths" in cfg else cache_dir()
         self._model: nn.Module | None = None
         self._identity: str | None = None

@@ -115,3 +115,15 @@ def test_command_line_error_in_a_real_process(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: distiller.beta=0.0 is invalid: must be in the open interval (0, 1) for jsd"
     ]
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_teachers_training_follows_train_progress(tmp_path, progress):
+    """A teacher trained for the run shows its progress bar only when the run does."""
+    result = cli(
+        "experiment=smoke", "logger=none", "train.max_steps=2", f"train.progress={str(progress).lower()}",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Training the teacher" in result.stdout  # a fresh cache: the teacher trained in this run
+    assert ("teacher: 100%" in result.stderr) is progress
