@@ -43,7 +43,7 @@ def evaluate_model(
     max_new_tokens: int = 64,
     task: str = "causal_lm",
     generate: bool = True,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     shard: bool = True,
 ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """Metrics of ``model`` on ``loader`` and, for causal LMs, its generations.
@@ -71,7 +71,7 @@ def evaluate_model(
 
 def _evaluate_batch(
     model: nn.Module, batch: dict[str, Any], tokenizer: Any, max_new_tokens: int, task: str, generate: bool,
-    chunk_size: int | None,
+    chunk_size: int | str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """Summed loss, count and correct answers of one batch, and its generations (causal LMs)."""
     out = forward(model, batch, task, chunked=bool(chunk_size))

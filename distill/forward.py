@@ -1,6 +1,7 @@
 """Forward passes reduced to the positions that count, for students and frozen teachers.
 
-Causal LM: the N response positions of a batch (the shift and the response mask of
+Causal LM: the model runs on the sequences without their last token (that position predicts nothing),
+and is reduced to the N response positions of the batch (the shift and the response mask of
 :func:`~distill.data.sequences.at_response_positions`) and the N tokens they predict; with
 ``chunked``, the model runs without its full-vocabulary head (``logits_to_keep=1``) and the
 positions come as :class:`~distill.losses.Hidden` (last hidden states + the head), for the
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from distill import ranks
 from distill.data.collators import MODEL_KEYS
-from distill.data.sequences import at_response_positions
+from distill.data.sequences import at_response_positions, without_last_token
 from distill.losses import Head, Hidden
 
 
@@ -73,10 +74,13 @@ def forward(
     hidden_states: bool = False,
     attentions: bool = False,
 ) -> Forward:
-    """``model`` on ``batch``, reduced to the positions that count (see the module docstring)."""
+    """``model`` on ``batch``, reduced to the positions that count (see the module docstring). Hidden states
+    and attentions, when asked for, are a causal LM's on the sequences without their last token."""
     core = unwrap(model)
     device = next(core.parameters()).device
     inputs = model_inputs(batch, device)
+    if task == "causal_lm":
+        inputs = {k: without_last_token(v) for k, v in inputs.items()}
     labels = batch["labels"].to(device)
     head = output_head(core) if chunked and task == "causal_lm" else None
     options: dict[str, Any] = {"output_hidden_states": hidden_states or head is not None}
@@ -103,7 +107,8 @@ def frozen_forward(teacher: nn.Module, batch: dict[str, Any], task: str, **optio
 
     ``no_grad`` rather than ``inference_mode``: the outputs feed a loss that is backpropagated.
     """
-    teacher.eval()
+    if teacher.training:  # .eval() walks every submodule: only when something put it back in train mode
+        teacher.eval()
     out = forward(teacher, batch, task, **options)
     if ranks.is_sharded(teacher):  # FSDP2 leaves the root gathered after a forward without backward
         teacher.reshard()

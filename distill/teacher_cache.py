@@ -41,7 +41,7 @@ from distill.data.sequences import response_mask
 from distill.errors import require
 from distill.fingerprints import sha256_json
 from distill.forward import frozen_forward
-from distill.losses import DEFAULT_CHUNK_SIZE, Hidden, SparseTeacher
+from distill.losses import DEFAULT_CHUNK_SIZE, Hidden, SparseTeacher, chunk_rows
 
 MODES = ("top_k", "sampled")
 DEFAULT_SIZE = 16
@@ -127,17 +127,19 @@ TargetsFn = Callable[[dict[str, Any]], Iterable[Tensor]]
 
 
 def teacher_logit_chunks(
-    teacher: nn.Module, batch: dict[str, Any], width: int, chunk_size: int = DEFAULT_CHUNK_SIZE
+    teacher: nn.Module, batch: dict[str, Any], width: int, chunk_size: int | str = DEFAULT_CHUNK_SIZE
 ) -> Iterator[Tensor]:
     """The teacher's logits over its first ``width`` columns at the batch's response positions,
-    ``chunk_size`` rows at a time (its frozen forward without the full-vocabulary head)."""
+    ``chunk_size`` rows at a time (:func:`~distill.losses.chunk_rows`; its frozen forward without the
+    full-vocabulary head)."""
     out = frozen_forward(teacher, batch, "causal_lm", chunked=True).outputs
     if not isinstance(out, Hidden):
         yield out[:, :width]
         return
+    rows = chunk_rows(chunk_size, width)
     with torch.no_grad():
-        for start in range(0, out.states.shape[0], chunk_size):
-            yield out.head.logits(out.states[start : start + chunk_size], width)
+        for start in range(0, out.states.shape[0], rows):
+            yield out.head.logits(out.states[start : start + rows], width)
 
 
 def build(path: Path, batches: Iterable[dict[str, Any]], teacher_logits: TargetsFn, settings: CacheSettings,

@@ -113,6 +113,25 @@ def test_causal_loss_uses_response_tokens_only(arithmetic):
     assert mask.sum() < (batch["attention_mask"][:, 1:] == 1).sum()
 
 
+def test_the_last_position_is_not_run_and_modes_are_restored(arithmetic):
+    """A causal LM's last position predicts nothing: both models run on L - 1 positions (the loss is the full
+    forward's, test above). A teacher put in train mode is put back in eval, a student left in eval trains."""
+    tok, data = arithmetic
+    teacher, student = gpt2(tok, 0), gpt2(tok, 1)
+    d = LogitDistiller(student, teacher, tok)
+    batch = next(iter(data.train_loader()))
+    widths: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+             for m in (student, teacher)]  # fmt: skip
+    teacher.train(), student.eval()
+    d.train_step(batch)
+    for hook in hooks:
+        hook.remove()
+    assert widths == [batch["input_ids"].shape[1] - 1] * 2
+    assert not teacher.training and all(not m.training for m in teacher.modules())
+    assert all(m.training for m in student.modules())
+
+
 def test_padded_teacher_vocabulary_is_sliced(arithmetic):
     tok, data = arithmetic
     teacher = gpt2(tok, 0, vocab_size=len(tok) + 28)  # padded embedding rows, as Qwen2.5 has
@@ -158,6 +177,11 @@ def test_factory_errors_and_registration(arithmetic):
         DistillerFactory.create_distiller(
             mode="logit", teacher_model=teacher, student_model=student, config={"alpha": 2}
         )
+    for chunk_size in ("big", -1, 1.5):
+        with pytest.raises(ConfigError, match=r"distiller\.chunk_size"):
+            DistillerFactory.create_distiller(
+                mode="logit", teacher_model=teacher, student_model=student, config={"chunk_size": chunk_size}
+            )
 
     class HalfCE(SupervisedDistiller):
         def compute_loss(self, batch):

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from distill.losses import DIVERGENCES, Objective, objective_loss
-from distill.losses.chunked import Head, chunked_objective_loss
+from distill.losses.chunked import Head, chunk_rows, chunked_objective_loss
 from distill.losses.sparse import SparseTeacher, sparse_kd_loss
 
 N, H, V_S, V_T = 13, 6, 11, 14  # the teacher's head is wider (padded), like Qwen's
@@ -231,8 +231,9 @@ def test_sparse_teacher_needs_forward_kl(divergence):
 def test_bad_arguments_raise():
     x = make(seed=13)
     objective = Objective(kd_weight=1.0, ce_weight=1.0)
-    with pytest.raises(ValueError, match="chunk_size"):
-        chunked(x, objective, 9, chunk_size=0)
+    for bad in (0, -3, "big", 2.5, True):
+        with pytest.raises(ValueError, match="chunk_size"):
+            chunked(x, objective, 9, chunk_size=bad)
     with pytest.raises(ValueError, match="reduction"):
         chunked(x, objective, 9, reduction="max")
     with pytest.raises(ValueError, match="width"):
@@ -281,6 +282,15 @@ def test_no_full_logits_are_materialised(divergence):
     assert mode.largest <= max(chunk * vocab, vocab * H) < n * vocab
     # d W, and at most five (chunk, V) tensors at once (jsd: d logits, log p_S, log p_T, log M, p_T; a bool mask)
     assert mode.peak_alive <= 7, mode.peak_alive
+
+
+def test_auto_chunks_take_128_rows_or_2_to_the_20_logits():
+    """ "auto": 128 positions, more when the vocabulary is small (a chunk's fixed cost outweighs tiny logits)."""
+    assert chunk_rows("auto", 151_936) == chunk_rows("auto", 32_000) == chunk_rows("auto", 8192) == 128
+    assert chunk_rows("auto", 8191) == 129 and chunk_rows("auto", 100) == 10_486  # ceil(2^20 / V)
+    assert chunk_rows(5, 100) == 5  # an explicit size is taken as it is
+    x, objective = make(seed=16), Objective(kd_weight=0.6, ce_weight=0.4, divergence="jsd", temperature=2.0)
+    assert_same(chunked(x, objective, 9, chunk_size="auto"), reference(x, objective, 9))
 
 
 def test_a_sparse_teacher_on_every_token_is_the_dense_forward_kl():

@@ -74,9 +74,17 @@ def at_response_positions(labels: Tensor, *per_position: Tensor) -> tuple[Tensor
     """The shift and the response mask, in one place.
 
     Position t of a causal LM predicts token t + 1, so the positions that count are those whose
-    next token is a response token. ``labels`` (B, L) and each tensor of ``per_position``
-    (B, L, ...) -> ``(targets, *selected)``: targets (N,) and each tensor's (N, ...) rows, in
-    row-major order, N = the number of response tokens.
+    next token is a response token, and the last position predicts nothing: the model runs on
+    the sequence without its last token (:func:`without_last_token`). ``labels`` (B, L) and each
+    tensor of ``per_position`` (B, L - 1, ...), the model's outputs on that -> ``(targets,
+    *selected)``: targets (N,) and each tensor's (N, ...) rows, in row-major order, N = the number
+    of response tokens.
     """
     mask = response_mask(labels)
-    return labels[:, 1:][mask], *(x[:, :-1][mask] for x in per_position)
+    return labels[:, 1:][mask], *(x[mask] for x in per_position)
+
+
+def without_last_token(x: Tensor) -> Tensor:
+    """A causal LM's (B, L) input (ids, attention mask) cut to (B, L - 1): the last position predicts
+    nothing, and, the model being causal, the outputs at the others do not depend on it."""
+    return x[:, :-1]

@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from distill.activations import swap_activations
-from distill.distillers.intermediate import IntermediateTerms, token_mask
+from distill.distillers.intermediate import IntermediateTerms, token_masks
 from distill.errors import ConfigError, require
 from distill.evaluation import evaluate_model
 from distill.forward import Forward, forward, frozen_forward
@@ -122,7 +122,8 @@ class Distiller(BaseDistiller):
             it is read off the student (an LM head or not).
         max_new_tokens: generation budget at validation (causal LMs).
         chunk_size: causal LMs: positions per chunk of the memory-bounded loss, which never holds
-            N x V logits (0 or None: materialise the logits). Classifiers always materialise.
+            N x V logits; ``"auto"``: 128, more for vocabularies under 8,192 (:func:`~distill.losses.chunk_rows`);
+            0 or None: materialise the logits. Classifiers always materialise.
         fast_activations: swap the student's and the teacher's tanh-GELU modules (GPT-2 family)
             for :class:`~distill.activations.TanhGELU`, in place: the same function in fewer kernels.
     """
@@ -134,7 +135,7 @@ class Distiller(BaseDistiller):
         tokenizer: PreTrainedTokenizerBase | None = None,
         max_new_tokens: int = 64,
         task: str | None = None,
-        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
         fast_activations: bool = True,
     ) -> None:
         super().__init__(student_model, teacher_model, tokenizer)
@@ -142,8 +143,9 @@ class Distiller(BaseDistiller):
             swapped = sum(swap_activations(m) for m in (student_model, teacher_model) if m is not None)
             if swapped:
                 log.info("fast_activations: %d tanh-GELU modules run as TanhGELU (the same function)", swapped)
-        require(chunk_size is None or (isinstance(chunk_size, int) and chunk_size >= 0), "distiller.chunk_size",
-                chunk_size, "must be a positive integer, or 0 / null to materialise the logits")  # fmt: skip
+        valid = chunk_size in (None, "auto") or (type(chunk_size) is int and chunk_size >= 0)
+        require(valid, "distiller.chunk_size", chunk_size,
+                "must be 'auto', a positive integer, or 0 / null to materialise the logits")  # fmt: skip
         self.max_new_tokens, self.chunk_size = max_new_tokens, chunk_size or None
         self.task = task or model_task(student_model)
         self.width = shared_width(teacher_model, student_model, tokenizer) if teacher_model is not None else None
@@ -151,7 +153,8 @@ class Distiller(BaseDistiller):
         self.last_samples: list[dict[str, str]] = []  # generations from the latest validate()
 
     def train_step(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, float]:
-        self.student.train()
+        if not self.student.training:  # .train() walks every submodule: only when validation left it in eval
+            self.student.train()
         out = self.compute_loss(batch)
         (out.loss * loss_scale).backward()
         return {"loss": float(out.loss.detach()), **out.parts}
@@ -182,9 +185,7 @@ class Distiller(BaseDistiller):
             student.outputs, kd_teacher, student.targets, objective, self.width, chunk_size=self.chunk_size
         )
         if self.intermediate is not None and any(extra.values()):
-            mask = token_mask(sequences, self.task).to(self.device)
-            keys = sequences.get("attention_mask")  # attention rows are distributions over every real token
-            keys = keys.bool().to(self.device) if keys is not None else None
+            mask, keys = token_masks(sequences, self.task, self.device)
             terms = self.intermediate(student, teacher, mask, keys)
             parts["loss"] = parts["loss"] + self.intermediate.weighted(terms)
             parts.update(terms)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
-from distill.data.sequences import response_mask
+from distill.data.sequences import response_mask, without_last_token
 from distill.errors import require
 from distill.forward import Forward
 from distill.losses.hidden import (
@@ -32,11 +32,16 @@ from distill.losses.hidden import (
 from distill.student_init import num_layers
 
 
-def token_mask(batch: dict[str, Any], task: str) -> Tensor:
-    """(B, L) positions the intermediate terms count: real tokens, or positions whose next token is a response."""
+def token_masks(batch: dict[str, Any], task: str, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """``(rows, keys)``, both (B, L') bool over the positions the models ran on (a causal LM's sequences
+    without their last token, see :func:`distill.forward.forward`): ``rows`` the positions the terms
+    count (real tokens, or positions whose next token is a response), ``keys`` the real tokens (the
+    attention mask; attention rows are distributions over them), or None without a mask."""
+    keys = batch.get("attention_mask")
+    keys = keys.bool().to(device) if keys is not None else None
     if task == "classification":
-        return batch["attention_mask"].bool()
-    return F.pad(response_mask(batch["labels"]), (0, 1), value=False)
+        return batch["attention_mask"].bool().to(device), keys
+    return response_mask(batch["labels"]).to(device), None if keys is None else without_last_token(keys)
 
 
 class IntermediateTerms(nn.Module):

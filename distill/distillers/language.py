@@ -53,7 +53,7 @@ class LanguageDistiller(Distiller):
         seed: int = 0,
         max_new_tokens: int = 64,
         task: str | None = None,
-        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
         fast_activations: bool = True,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)

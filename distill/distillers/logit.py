@@ -67,7 +67,7 @@ class LogitDistiller(Distiller):
         cache_dir: str | None = None,
         max_new_tokens: int = 64,
         task: str | None = None,
-        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
         fast_activations: bool = True,
         teacher_targets: TeacherLogitCache | None = None,
     ) -> None:

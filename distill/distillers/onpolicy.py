@@ -51,7 +51,7 @@ class OnPolicyDistiller(Distiller):
         generation_batch_size: int = 128,
         max_new_tokens: int = 64,
         task: str | None = None,
-        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
         fast_activations: bool = True,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)

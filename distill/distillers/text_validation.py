@@ -38,7 +38,7 @@ class TextValidation:
         return self.teacher_texts
 
     def validate(
-        self, student: nn.Module, val_loader: Iterable[Batch], chunk_size: int | None = None
+        self, student: nn.Module, val_loader: Iterable[Batch], chunk_size: int | str | None = None
     ) -> tuple[dict[str, float], list[dict[str, str]]]:
         teacher_texts = self.prepare(val_loader)
         tokenizer = self.generations.tokenizer

@@ -1,7 +1,7 @@
 """Losses: divergences between output distributions, the objective that weighs them, and the one
 function where student and teacher outputs meet it (materialised or chunked from hidden states)."""
 
-from distill.losses.chunked import DEFAULT_CHUNK_SIZE, Head
+from distill.losses.chunked import DEFAULT_CHUNK_SIZE, Head, chunk_rows
 from distill.losses.divergences import DIVERGENCES, distillation_loss
 from distill.losses.entry import Hidden, objective_loss
 from distill.losses.objective import Objective
@@ -14,6 +14,7 @@ __all__ = [
     "Hidden",
     "Objective",
     "SparseTeacher",
+    "chunk_rows",
     "distillation_loss",
     "objective_loss",
 ]

@@ -42,7 +42,7 @@ def objective_loss(
     objective: Objective,
     width: int | None = None,
     reduction: str = "mean",
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
 ) -> dict[str, Tensor]:
     """``{"loss", "kd", "ce"}`` on N positions (``kd`` only with a teacher, ``ce`` only with targets).
 
@@ -52,7 +52,7 @@ def objective_loss(
             over the first ``width`` classes of both (the vocabulary they share; None: all).
         targets: (N,) class ids, or None.
         reduction: ``mean`` over positions, or ``sum`` (evaluation adds batches up).
-        chunk_size: with a :class:`Hidden` student, positions per chunk (None or 0: materialise).
+        chunk_size: with a :class:`Hidden` student, positions per chunk or ``"auto"`` (None or 0: materialise).
 
     A term whose weight is 0 is computed for logging but left out of ``loss``.
     """
