@@ -1,8 +1,8 @@
 """Distil a teacher into a student: ``python train.py [group=option] [key=value ...]``.
 
-Composes conf/config.yaml with Hydra, runs distill.experiment.run in the run directory and
-returns the student's validation metric (for sweepers). A bad config or bad data prints one
-line and exits non-zero.
+Composes conf/config.yaml with Hydra, runs distill.run.run in the run directory and returns the
+student's validation metric (for sweepers). A bad config or bad data prints one line and exits
+non-zero.
 """
 
 import logging
@@ -14,9 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from distill import schemas
-from distill.errors import DistillError
-from distill.experiment import run
+from distill.config import schemas
+from distill.core.errors import DistillError
+from distill.run import run
 
 schemas.register()  # the typed schemas the config files start from
 

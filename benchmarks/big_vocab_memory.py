@@ -132,13 +132,13 @@ def probe(owner: Any, name: str, label: Callable[[], str]) -> None:
 
 
 def install_probes() -> None:
-    """Probes on the phases of distill.experiment.run and of each evaluation (module attributes, looked up at call
+    """Probes on the phases of distill.run.experiment.run and of each evaluation (module attributes, looked up at call
     time), each reporting the peak RSS since the previous one."""
-    from distill.distillers.base import Distiller
-    from distill.teacher_setup import TeacherSource
+    from distill.distillers.distiller import Distiller
+    from distill.teacher.source import TeacherSource
 
-    experiment, loop = importlib.import_module("distill.experiment"), importlib.import_module("distill.loop.fit")
-    evaluation = importlib.import_module("distill.evaluation")
+    experiment, loop = importlib.import_module("distill.run.experiment"), importlib.import_module("distill.loop.fit")
+    evaluation = importlib.import_module("distill.inference.evaluation")
     steps = iter(range(1, 10**6))
     probe(experiment, "build_student", lambda: "student built")
     probe(TeacherSource, "model", lambda: "teacher built (or reused)")
@@ -153,10 +153,10 @@ def install_probes() -> None:
 
 def chunk_evaluations() -> None:
     """What if evaluations used the chunked loss: the student's validation and the teacher's evaluation call
-    distill.evaluation.evaluate_model with the default chunk_size (a patch in this process only)."""
+    distill.inference.evaluation.evaluate_model with the default chunk_size (a patch in this process only)."""
     from distill.losses import DEFAULT_CHUNK_SIZE
 
-    for module in ("distill.distillers.base", "distill.teacher_setup"):
+    for module in ("distill.distillers.base", "distill.teacher.source"):
         owner = importlib.import_module(module)
         owner.evaluate_model = functools.partial(owner.evaluate_model, chunk_size=DEFAULT_CHUNK_SIZE)
 

@@ -21,14 +21,14 @@ import torch
 
 from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.data.sequences import left_pad
-from distill.generation import GenerationSettings, generate_ids
+from distill.inference.generation import GenerationSettings, generate_ids
 from distill.models import from_config
 
 TEACHER = dict(model_type="gpt2", n_layer=4, n_embd=128, n_head=4, n_positions=128)
 
 
 def batched(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> int:
-    """Left-padded batches, KV cache on (distill.generation.generate_ids). Returns tokens generated."""
+    """Left-padded batches, KV cache on (distill.inference.generation.generate_ids). Returns tokens generated."""
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     n = 0
     for start in range(0, len(prompts), batch_size):

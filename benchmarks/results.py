@@ -54,9 +54,10 @@ def prepare_teacher(extra: list[str]) -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from distill import schemas
-    from distill.teacher_setup import TeacherSource
-    from distill.wiring import build
+    from distill.config import schemas
+    from distill.core.instantiate import build
+    from distill.run import fit_teacher
+    from distill.teacher import TeacherSource
 
     schemas.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
@@ -64,7 +65,7 @@ def prepare_teacher(extra: list[str]) -> None:
     tokenizer = build(cfg.model.tokenizer)
     data = build(cfg.data, tokenizer=tokenizer)
     started = time.time()
-    TeacherSource(cfg, tokenizer, data).model()
+    TeacherSource(cfg, tokenizer, data, fit_teacher=fit_teacher).model()
     print(f"teacher ready ({torch.get_num_threads()} threads): {time.time() - started:.0f} s", flush=True)
 
 

@@ -15,7 +15,7 @@ Variants (what one timed step is):
     project  LogitDistiller(student, teacher, T=2, alpha=0.5, forward_kl).train_step(batch), then what
              distill.loop.fit does per step: clip_grad_norm_, optimizer.step, scheduler.step, zero_grad. With the
              distiller's defaults: the chunked loss on response positions (chunk_size auto: one chunk at V = 100),
-             fast_activations (GPT-2's gelu_new as distill.activations.TanhGELU, the same function), no KV cache
+             fast_activations (GPT-2's gelu_new as distill.models.activations.TanhGELU, the same function), no KV cache
              and no last token (it predicts nothing) in the training forward
     naive    plain PyTorch written here: student and teacher full forward (all positions, all V logits), keep the
              response positions (labels != -100, shifted), alpha * T^2 KL(p_T || p_S) + (1 - alpha) CE with T = 2,

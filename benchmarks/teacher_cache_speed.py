@@ -15,7 +15,7 @@ initial student, with AdamW (lr 5e-3, betas 0.9/0.95) and gradient clipping at 1
     label-only  SupervisedDistiller(student): cross-entropy on the labels, no teacher
 
 Both caches (``--cache-size`` tokens per position) are built once, before any timing, with
-distill.teacher_cache.cache_for_loader (one pass of the teacher over the training split, in dataset order) into a
+distill.teacher.logit_cache.cache_for_loader (one pass of the teacher over the training split, in dataset order) into a
 temporary directory; their build time (time.perf_counter around that call) and bytes per cached token are printed.
 
 What is timed: one step = ``distiller.train_step(batch)`` then what distill.loop.fit does per step (clip_grad_norm_,
@@ -46,7 +46,7 @@ from distill.data import TaskData
 from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.distillers import LogitDistiller, SupervisedDistiller
 from distill.models import from_config, shared_width
-from distill.teacher_cache import CacheSettings, TeacherLogitCache, cache_for_loader
+from distill.teacher.logit_cache import CacheSettings, TeacherLogitCache, cache_for_loader
 
 VARIANTS = ("online", "top_k", "sampled", "label-only")
 MODES = ("top_k", "sampled")

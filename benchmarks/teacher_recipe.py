@@ -29,9 +29,10 @@ def worker(seed: int, threads: int, overrides: list[str]) -> dict[str, float]:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from distill import schemas
-    from distill.teacher_setup import TeacherSource
-    from distill.wiring import build
+    from distill.config import schemas
+    from distill.core.instantiate import build
+    from distill.run import fit_teacher
+    from distill.teacher import TeacherSource
 
     torch.set_num_threads(threads)
     schemas.register()
@@ -43,7 +44,7 @@ def worker(seed: int, threads: int, overrides: list[str]) -> dict[str, float]:
         )
         tokenizer = build(cfg.model.tokenizer)
         data = build(cfg.data, tokenizer=tokenizer)
-        source = TeacherSource(cfg, tokenizer, data)
+        source = TeacherSource(cfg, tokenizer, data, fit_teacher=fit_teacher)
         started = time.perf_counter()
         source.model()  # trains it (the cache is empty)
         train_s = time.perf_counter() - started

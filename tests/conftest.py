@@ -54,7 +54,7 @@ def compose(*overrides: str, return_hydra_config: bool = False):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from distill import schemas
+    from distill.config import schemas
 
     schemas.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
@@ -63,7 +63,7 @@ def compose(*overrides: str, return_hydra_config: bool = False):
 
 def run_experiment(out: Path, *overrides: str) -> dict:
     """Compose and run an experiment in this process; returns its ``metrics.json``."""
-    from distill.experiment import run
+    from distill.run.experiment import run
 
     run(compose(*overrides), output_dir=out)
     return json.loads((out / "metrics.json").read_text())

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from distill.activations import TanhGELU, swap_activations, tanh_gelu
 from distill.distillers import LogitDistiller, SupervisedDistiller
-from distill.forward import forward
+from distill.inference.forward import forward
+from distill.models.activations import TanhGELU, swap_activations, tanh_gelu
 from tests.conftest import gpt2, task_data
 
 

@@ -8,8 +8,8 @@ from torch.utils.data import DataLoader
 from transformers import BertConfig, BertForSequenceClassification
 
 from distill import BaseDistiller, DistillerFactory, LogitDistiller, distillation_loss
-from distill.distillers import SupervisedDistiller
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
+from distill.distillers import LanguageDistiller, OnPolicyDistiller, SupervisedDistiller
 from tests.conftest import gpt2, task_data
 
 
@@ -201,7 +201,7 @@ class ScaledSupervised(SupervisedDistiller):
     """Importable from a config's _target_ (tests.test_api.ScaledSupervised)."""
 
     def __init__(self, student_model, teacher_model=None, tokenizer=None, max_new_tokens=8, scale: float = 1.0):
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens)
+        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens=max_new_tokens)
         self.scale = scale
 
 
@@ -227,3 +227,22 @@ def test_plain_dataloader_is_accepted(arithmetic):
     d = SupervisedDistiller(gpt2(tok, 0), tokenizer=tok)
     metrics = d.train(loader, None, max_steps=5, progress=False)
     assert metrics == {}
+
+
+def test_ddp_outside_torchrun_trains_one_process_and_says_so(arithmetic, caplog):
+    tok, data = arithmetic
+    d = SupervisedDistiller(gpt2(tok, 0), tokenizer=tok)
+    with caplog.at_level("WARNING"):
+        d.train(data.train_loader(), None, max_steps=2, strategy="ddp", progress=False)
+    lines = [r.getMessage() for r in caplog.records if "train.strategy=ddp" in r.getMessage()]
+    assert len(lines) == 1 and "single process" in lines[0]
+
+
+def test_base_options_are_keyword_only_and_shared_by_every_distiller(arithmetic):
+    tok, _ = arithmetic
+    with pytest.raises(TypeError):
+        SupervisedDistiller(gpt2(tok, 0), None, tok, 8)  # max_new_tokens only by keyword
+    for cls in (LogitDistiller, SupervisedDistiller, LanguageDistiller, OnPolicyDistiller):
+        assert {"max_new_tokens", "task", "chunk_size", "fast_activations"} <= cls.init_parameter_names()
+    assert LogitDistiller.teacher_input({"teacher_cache": "top_k"}) == "targets"
+    assert LogitDistiller.teacher_input({}) == "model" and SupervisedDistiller.teacher_input({}) is None

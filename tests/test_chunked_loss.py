@@ -305,7 +305,7 @@ def test_a_sparse_teacher_on_every_token_is_the_dense_forward_kl():
 def test_validation_loss_takes_the_chunked_path_and_agrees(tok):
     """evaluate_model with chunk_size runs the head chunk by chunk (the model computes only its last position) and
     reports the same mean cross-entropy as the materialised path."""
-    from distill.evaluation import evaluate_model
+    from distill.inference.evaluation import evaluate_model
     from tests.conftest import gpt2, task_data
 
     model, data = gpt2(tok, seed=3), task_data(tok, n_eval=16)

@@ -11,9 +11,9 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from distill.errors import ConfigError
-from distill.settings import TrainSettings
-from distill.wiring import validate_config
+from distill.config.checks import validate_config
+from distill.core.errors import ConfigError
+from distill.loop import TrainSettings
 from tests.conftest import CONF, compose
 
 GROUPS = ("model", "distiller", "data", "optimizer", "logger")
@@ -116,6 +116,17 @@ def test_hydra_refuses_types_and_unknown_keys(override, error):
         (["optimizer.lr=-1"], "optimizer.lr"),
         (["distiller=onpolicy", "distiller.lmbda=2"], "distiller.lmbda"),
         (["distiller=language", "distiller.top_p=0"], "distiller.top_p"),
+        (["distiller.chunk_size=-1"], "distiller.chunk_size"),
+        (["distiller.teacher_cache=top_k", "distiller.teacher_cache_size=0"], "distiller.teacher_cache_size"),
+        (["distiller.teacher_cache=top_k", "distiller.divergence=jsd"], "distiller.divergence"),
+        (["distiller.teacher_cache=all"], "distiller.teacher_cache"),
+        (["distiller.layer_map=[7]"], "distiller.layer_map"),
+        (["distiller.hidden_loss=l1"], "distiller.hidden_loss"),
+        (["distiller=language", "distiller.num_samples=2"], "distiller.num_samples"),
+        (["distiller=language", "distiller.generation_batch_size=0"], "distiller.generation_batch_size"),
+        (["distiller=onpolicy", "distiller.max_length=0"], "distiller.max_length"),
+        (["distiller=supervised", "distiller.chunk_size=big"], "distiller.chunk_size"),
+        (["+distiller.teacher_model=x"], "distiller.teacher_model"),
     ],
 )
 def test_bad_values_name_the_key(overrides, key):
@@ -130,3 +141,18 @@ def test_runner_keys_say_where_to_set_them():
         validate_config(compose("+train.seed=1"))
     with pytest.raises(ConfigError, match=r"train.output_dir is set by the runner: set hydra.run.dir"):
         validate_config(compose("+train.output_dir=x"))
+
+
+@pytest.mark.parametrize("name", ["logit", "supervised", "language", "onpolicy"])
+def test_every_yaml_option_names_the_class_it_builds(name):
+    text = (CONF / "distiller" / f"{name}.yaml").read_text()
+    assert f"_target_: distill.distillers.{name.title().replace('Onpolicy', 'OnPolicy')}Distiller" in text
+    for group in ("data", "logger"):
+        for path in (CONF / group).glob("*.yaml"):
+            assert "_target_:" in path.read_text(), path
+
+
+def test_a_layer_map_that_is_not_pairs_says_what_a_layer_map_is():
+    with pytest.raises(ConfigError) as err:
+        validate_config(compose("distiller.layer_map=[7]"))
+    assert "[student layer, teacher layer] pairs" in str(err.value)

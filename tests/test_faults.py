@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 import distill.loop.checkpoint as checkpoint
+from distill.core.errors import ConfigError
+from distill.loggers import WandbLogger
 from distill.loop import checkpoint_dirs, read_checkpoint_state
-from distill.tracking import WandbLogger
 from tests.conftest import cli
 
 SMOKE = ("experiment=smoke", "logger=none", "train.progress=false", "train.checkpoint_every=4", "train.eval_every=0")
@@ -145,3 +146,17 @@ def test_wandb_log_failure_does_not_stop_training(monkeypatch, tmp_path, caplog)
         logger.log({"train/loss": 1.0}, step=1)
     assert "wandb.log failed at step 1: lost the network" in caplog.text
     logger.finish()
+
+
+def test_a_checkpoint_saved_under_the_old_module_names_resumes():
+    """Version 0.2 wrote ``_target_`` values by their old module paths into a checkpoint's config."""
+    from distill.run.record import check_resume
+
+    def config(logger: str, student: str) -> dict:
+        return {"logger": {"_target_": logger}, "model": {"student": {"_target_": student, "layers": "every_other"}}}
+
+    saved = config("distill.tracking.NullLogger", "distill.student_init.student_from_teacher")
+    now = config("distill.loggers.NullLogger", "distill.models.student_from_teacher")
+    assert check_resume(saved, now) == []  # read as their new names: nothing changed
+    with pytest.raises(ConfigError, match=r"model.student.layers"):
+        check_resume(saved, {**now, "model": {"student": {**now["model"]["student"], "layers": "first_n"}}})

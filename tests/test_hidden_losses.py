@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from distill.errors import ConfigError
-from distill.losses.hidden import (
+from distill.core.errors import ConfigError
+from distill.losses.layer_terms import (
     HiddenProjections,
     attention_loss,
     default_layer_map,
@@ -20,7 +20,7 @@ from distill.losses.hidden import (
     mapped_states,
     require_attention_weights,
 )
-from distill.student_init import student_from_teacher
+from distill.models import student_from_teacher
 
 S = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (B=1, L=2, H=2)
 T = torch.tensor([[[1.0, 0.0], [0.0, 4.0]]])

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, BertConfig, BertForSequenceClassification
 
+from distill.core.instantiate import build
 from distill.distillers import LogitDistiller
-from distill.experiment import build_student
 from distill.loop.checkpoint import checkpoint_dirs, read_checkpoint_state
-from distill.student_init import layer_list, student_from_teacher
-from distill.teacher_setup import TeacherSource
-from distill.wiring import build
+from distill.models import layer_list, student_from_teacher
+from distill.run import fit_teacher
+from distill.run.experiment import build_student
+from distill.teacher import TeacherSource
 from tests.conftest import compose, gpt2, read_jsonl, run_experiment, task_data
 
 PARTS = ("train/kd", "train/ce", "train/hidden", "train/attention")
@@ -150,7 +151,7 @@ def test_model_student_from_teacher_copies_the_teachers_layers(tmp_path):
     cfg = compose(*overrides)
     tokenizer = build(cfg.model.tokenizer)
     data = build(cfg.data, tokenizer=tokenizer)
-    source = TeacherSource(cfg, tokenizer, data)
+    source = TeacherSource(cfg, tokenizer, data, fit_teacher=fit_teacher)
     student, teacher = build_student(cfg, tokenizer, data, source), source.model()
     assert student.config.distill_teacher_layers == [0] and student.config.n_layer == 1
     for name, value in layer_list(student)[0].state_dict().items():

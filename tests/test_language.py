@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distill.core.errors import ConfigError
 from distill.data import IGNORE_INDEX, TaskData
 from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.data.sequences import left_pad, truncate_at_eos
 from distill.distillers import DistillerFactory, LanguageDistiller, OnPolicyDistiller
 from distill.distillers.sources import on_policy_batch
-from distill.errors import ConfigError
-from distill.generation import GenerationSettings, generate_completions, generate_ids
+from distill.inference.generation import GenerationSettings, generate_completions, generate_ids
 from tests.conftest import cli, read_jsonl
 from tests.conftest import gpt2 as _gpt2
 

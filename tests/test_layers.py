@@ -13,18 +13,16 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "distill"
-# Bottom to top; a module may import from its own layer and the layers below.
+# Bottom to top, one line per layer, naming packages; a package may import from its own layer and below.
 LAYERS = [
-    ("distill.errors", "distill.settings", "distill.ranks"),
-    ("distill.data", "distill.models", "distill.losses", "distill.metrics", "distill.fingerprints", "distill.muon",
-     "distill.activations", "distill.student_init"),
-    ("distill.forward", "distill.generation", "distill.generation_cache", "distill.evaluation", "distill.tracking",
-     "distill.eval_cache", "distill.teacher_cache"),
-    ("distill.loop",),
-    ("distill.distillers",),
-    ("distill.wiring", "distill.schemas", "distill.teacher", "distill.run_record", "distill.teacher_setup",
-     "distill.experiment", "distill.report"),
-]  # fmt: skip
+    ("core",),  # errors and checks, fingerprints, ranks, the disk cache, building from config
+    ("data", "losses", "models", "optim", "loggers"),
+    ("inference",),  # forward, generation, evaluation, text metrics
+    ("teacher",),  # trained, fine-tuned or loaded; its identity and the caches keyed on it
+    ("loop",),
+    ("distillers",),
+    ("config", "run", "report"),
+]
 
 
 def module_name(path: Path) -> str:
@@ -49,11 +47,16 @@ def imports(path: Path, known: set[str]) -> set[str]:
     return found
 
 
+def package_of(module: str) -> str:
+    """``distill.teacher.source`` -> ``teacher``."""
+    return module.split(".")[1]
+
+
 def layer(module: str) -> int:
-    for i, prefixes in enumerate(LAYERS):
-        if any(module == p or module.startswith(p + ".") for p in prefixes):
+    for i, packages in enumerate(LAYERS):
+        if package_of(module) in packages:
             return i
-    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+    raise AssertionError(f"{module} is in no layer: add its package to LAYERS")
 
 
 def graph() -> dict[str, set[str]]:
@@ -70,6 +73,27 @@ def test_every_import_goes_down_or_sideways():
         if dst != "distill" and layer(dst) > layer(src)
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def test_distill_holds_packages_only():
+    flat = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not flat, f"flat modules in distill/ (move them into the package of their layer): {flat}"
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == {name for layer in LAYERS for name in layer}
+
+
+def test_every_package_states_its_one_job():
+    for package in PACKAGE.iterdir():
+        if (package / "__init__.py").is_file():
+            doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
+            assert doc, f"distill/{package.name}/__init__.py has no docstring"
+
+
+def test_no_package_import_cycles():
+    edges = {(package_of(src), package_of(dst)) for src, targets in graph().items() for dst in targets
+             if dst != "distill" and package_of(src) != package_of(dst)}  # fmt: skip
+    back = sorted((a, b) for a, b in edges if (b, a) in edges)
+    assert not back, f"packages importing each other: {back}"
 
 
 def test_no_import_cycles():
@@ -105,9 +129,24 @@ def test_shift_mask_teacher_forward_and_loss_call_are_written_once():
 
     assert where("[:, :-1]") == ["distill.data.sequences"]
     assert where("!= IGNORE_INDEX") == ["distill.data.sequences"] and where("[:, 1:]") == ["distill.data.sequences"]
-    assert where("distillation_loss(") == ["distill.losses.divergences", "distill.losses.entry"]
+    assert where("distillation_loss(") == ["distill.losses.divergences", "distill.losses.objective_loss"]
     assert sum(text.count("distillation_loss(") for text in sources.values()) == 2  # its definition, one call
-    assert where("def frozen_forward(") == ["distill.forward"]  # the teacher's frozen forward ...
+    assert where("def frozen_forward(") == ["distill.inference.forward"]  # the teacher's frozen forward ...
     assert not [
         name for name, text in sources.items() if re.search(r"teacher\(\*\*|self\.teacher\(", text)
     ]  # ... called nowhere else
+
+
+def test_each_shared_helper_is_written_once():
+    sources = {name: path.read_text() for name, path in modules().items()}
+
+    def where(pattern: str) -> list[str]:
+        return sorted(name for name, text in sources.items() if re.search(pattern, text))
+
+    assert where(r"FileLock\(") == ["distill.core.disk_cache"]  # the one locked, atomic cache
+    assert where(r"os\.replace\(|\.rename\(") == ["distill.core.disk_cache"]
+    assert where(r"def unwrap\(") == ["distill.models.facts"]
+    assert where(r"get_output_embeddings\(") == ["distill.models.facts"]
+    assert where(r"RUNTIME_ARGUMENTS\b[^=\n]*= ") == ["distill.core.instantiate"]
+    assert where(r"splitlines\(\)\[0\]") == ["distill.core.errors", "distill.report.cli"]  # the latter: a docstring
+    assert where(r"CROSS_ENTROPY = ") == ["distill.losses.objective"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.errors import ConfigError
+from distill.core.errors import ConfigError
 from distill.losses import DIVERGENCES, Objective, distillation_loss, objective_loss
 
 

@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from distill.metrics import answer_accuracy, bleu, chrf, exact_match, extract_answer, rouge_l, text_metrics
+from distill.inference.text_metrics import (
+    answer_accuracy,
+    bleu,
+    chrf,
+    exact_match,
+    extract_answer,
+    rouge_l,
+    text_metrics,
+)
 
 SENTENCES = ["the cat sat on the mat today", "7+5=12, write 2 carry 1. Answer: 132"]
 

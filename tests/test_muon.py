@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
+from distill.core.errors import ConfigError
 from distill.data.arithmetic import build_tokenizer
-from distill.errors import ConfigError
 from distill.models import from_config
-from distill.muon import MuonAdamW, newton_schulz, split_for_muon
-from distill.teacher import recipe_optimizer
+from distill.optim.muon import MuonAdamW, newton_schulz, split_for_muon
+from distill.run.teacher_fit import recipe_optimizer
 
 
 def test_newton_schulz_is_about_the_polar_factor() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from distill import ranks
+from distill.core import ranks
 
 
 def test_a_multi_task_slurm_job_exports_torchruns_variables(monkeypatch):

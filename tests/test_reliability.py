@@ -16,10 +16,10 @@ from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerFast
 
+from distill.core.errors import ConfigError, DataError, DistillError
 from distill.data import IGNORE_INDEX, TaskData
 from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.distillers import SupervisedDistiller
-from distill.errors import ConfigError, DataError, DistillError
 from distill.loop import Interrupted, TrainConfig, checkpoint_dirs, fit, read_checkpoint_state
 from distill.models import check_same_tokenizer, from_config, pretrained
 from tests.conftest import ROOT, cli

@@ -22,8 +22,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from distill.errors import ConfigError
-from distill.student_init import layer_list, num_layers, select_layers, student_from_teacher
+from distill.core.errors import ConfigError
+from distill.models import layer_list, num_layers, select_layers, student_from_teacher
 
 TOKENS = dict(vocab_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 DECODER = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64)
@@ -209,8 +209,8 @@ def test_save_and_load_keep_the_record_and_the_outputs(arch, tmp_path):
 
 def test_hydra_target_with_the_teacher_passed_at_runtime():
     teacher = build("gpt2")
-    node = OmegaConf.create({"_target_": "distill.student_init.student_from_teacher", "layers": [1, 3]})
+    node = OmegaConf.create({"_target_": "distill.models.student_from_teacher", "layers": [1, 3]})
     student = instantiate(node, teacher=teacher, tokenizer=None)
     assert student.config.distill_teacher_layers == [1, 3]
-    node = OmegaConf.create({"_target_": "distill.student_init.student_from_teacher", "layers": "first_n", "n": 1})
+    node = OmegaConf.create({"_target_": "distill.models.student_from_teacher", "layers": "first_n", "n": 1})
     assert num_layers(instantiate(node, teacher=teacher, tokenizer=None)) == 1

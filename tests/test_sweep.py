@@ -190,7 +190,7 @@ def test_optuna_preset_maximises_what_train_returns(tmp_path):
 
 
 def test_runs_that_differ_only_in_seed_share_a_wandb_group_name():
-    from distill.experiment import run_name
+    from distill.run.experiment import run_name
 
     overrides = ["distiller.temperature=2", "distiller.alpha=0.3", "seed=1"]
     assert run_name("logit", overrides) == "logit T=2 a=0.3 seed=1"

@@ -9,9 +9,15 @@ import logging
 import pytest
 import torch
 
+from distill.core.errors import ConfigError
 from distill.distillers import LanguageDistiller, LogitDistiller, SupervisedDistiller
-from distill.errors import ConfigError
-from distill.teacher_cache import CacheSettings, TeacherLogitCache, cache_for_loader, open_or_build, sparse_targets
+from distill.teacher.logit_cache import (
+    CacheSettings,
+    TeacherLogitCache,
+    cache_for_loader,
+    open_or_build,
+    sparse_targets,
+)
 from tests.conftest import cli, cli_subprocess, gpt2, read_jsonl, task_data
 
 log = logging.getLogger(__name__)
@@ -84,12 +90,12 @@ def test_cache_key_changes_with_teacher_and_data_and_is_reused_otherwise(tok, da
     settings = CacheSettings("sampled", 4)
     teacher = gpt2(tok, 0)
 
-    def open_cache(model, loader, key):
-        return cache_for_loader(model, loader, settings, tmp_path, key, len(tok), log)
+    def open_cache(model, loader):
+        return cache_for_loader(model, loader, settings, tmp_path, len(tok), log)
 
-    first = open_cache(teacher, data.train_loader(), "k1")
+    first = open_cache(teacher, data.train_loader())
     built_at = (first.path / "ids.npy").stat().st_mtime_ns
-    assert open_cache(teacher, data.train_loader(), "k1").path == first.path
+    assert open_cache(teacher, data.train_loader()).path == first.path
     assert (first.path / "ids.npy").stat().st_mtime_ns == built_at  # reused, not rebuilt
     d1 = LogitDistiller(
         gpt2(tok, 1), teacher, tok, teacher_cache="sampled", teacher_cache_size=4, cache_dir=str(tmp_path)
@@ -103,6 +109,7 @@ def test_cache_key_changes_with_teacher_and_data_and_is_reused_otherwise(tok, da
         gpt2(tok, 1), teacher, tok, teacher_cache="sampled", teacher_cache_size=4, cache_dir=str(tmp_path)
     )
     d3.prepare(task_data(tok, n_train=24, n_eval=8).train_loader())
+    assert d1.teacher_targets.path == first.path  # one key: the teacher's identity, the data, the settings
     paths = {d1.teacher_targets.path, d2.teacher_targets.path, d3.teacher_targets.path}
     assert len(paths) == 3  # another teacher, other data: other caches
 
@@ -124,7 +131,8 @@ def test_a_half_written_cache_is_never_used(tmp_path):
         (path / "meta.json").write_text('{"tokens": 1, "mode": "top_k", "size": 2, "width": 3}')
 
     cache, built = open_or_build(tmp_path, "abc", build_fn, log)
-    assert built and calls == [tmp_path / "abc"] and isinstance(cache, TeacherLogitCache)
+    assert built and len(calls) == 1 and calls[0] != tmp_path / "abc"  # built aside, then renamed into place
+    assert isinstance(cache, TeacherLogitCache) and cache.path == tmp_path / "abc" and cache.meta["tokens"] == 1
 
 
 def test_cache_refuses_what_it_cannot_do(tok):
@@ -181,7 +189,7 @@ def test_a_run_with_a_cache_never_loads_the_teacher(tmp_path, monkeypatch):
     first = cli(*args, f"hydra.run.dir={tmp_path / 'first'}")  # builds the cache and the teacher's metrics
     assert first.returncode == 0, first.stderr[-3000:]
 
-    import distill.teacher_setup as setup
+    import distill.teacher.source as setup
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher was loaded")

@@ -4,6 +4,7 @@ offline files), the cached teacher, ``--cfg job``, and the command line's one-li
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -107,6 +108,29 @@ def test_hydra_refuses_with_its_own_message(override, expected):
     result = cli(override)
     assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr
     assert override.split("=")[0] in result.stderr.splitlines()[0] or "any_typo" in result.stderr.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("distiller.chunk_size=-1", "distiller.chunk_size"),
+        ("distiller.teacher_cache_size=0", "distiller.teacher_cache_size"),
+        ("distiller.temperature=0", "distiller.temperature"),
+        ("distiller.layer_map=[7]", "distiller.layer_map"),
+    ],
+)
+def test_a_bad_distiller_value_is_refused_before_any_teacher_is_built(override, key, tmp_path):
+    """On a fresh cache: one line within seconds, and nothing built (a teacher would take minutes to train)."""
+    cache = tmp_path / "fresh-cache"
+    args = ["distiller.teacher_cache=top_k"] if "cache_size" in override else []
+    started = time.perf_counter()
+    result = cli(override, *args, "logger=none", f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.error_lines()
+    assert key in line
+    assert not cache.exists() or not any(cache.iterdir())  # no teacher, cache or tokenized data was made
+    assert elapsed < 60, f"{elapsed:.0f} s: the check ran after expensive work"
 
 
 def test_command_line_error_in_a_real_process(tmp_path):

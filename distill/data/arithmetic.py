@@ -20,7 +20,7 @@ from datasets import Dataset, DatasetDict
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from distill.errors import DataError
+from distill.core.errors import DataError
 
 PAD, EOS = "<pad>", "<eos>"
 

@@ -7,7 +7,7 @@ import logging
 from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase
 
-from distill.errors import DataError
+from distill.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import random
 
 from datasets import Dataset, DatasetDict
 
+from distill.core.errors import DataError
 from distill.data.arithmetic import Problem, is_held_out
-from distill.errors import DataError
 
 
 def carries(a: int, b: int) -> int:

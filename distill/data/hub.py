@@ -17,8 +17,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, get_dataset_config_names, load_dataset
 
+from distill.core.errors import DataError, first_line
 from distill.data.checks import check_columns
-from distill.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def _split(path: str, name: str | None, split: str, revision: str | None, data_f
     try:
         return load_dataset(path, name, split=split, revision=revision, data_files=data_files)
     except (FileNotFoundError, ConnectionError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"could not load split {split!r} of dataset {path!r} (data.source): {first}") from None
+        raise DataError(f"could not load split {split!r} of dataset {path!r} (data.source): {first_line(e)}") from None
 
 
 def _load(

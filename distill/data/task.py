@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
+from distill.core.errors import require, require_int
+from distill.core.fingerprints import dataset_fingerprint, sha256_json
 from distill.data.checks import check_columns, ensure_pad_token
 from distill.data.collators import CausalLMCollator, ClassificationCollator
 from distill.data.sampler import EpochSampler
 from distill.data.sequences import IGNORE_INDEX
-from distill.errors import require
-from distill.fingerprints import dataset_fingerprint, sha256_json
 
 log = logging.getLogger(__name__)
 TASKS = ("causal_lm", "classification")
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class TaskData:
@@ -66,9 +61,9 @@ class TaskData:
             ("eval_batch_size", eval_batch_size),
             ("max_new_tokens", max_new_tokens),
         ]:
-            require(_positive(value), f"data.{key}", value, "must be a positive integer")
+            require_int(f"data.{key}", value)
         for key, value in [("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)]:
-            require(value is None or _positive(value), f"data.{key}", value, "must be a positive integer or null")
+            require_int(f"data.{key}", value, none_ok=True)
         self.task, self.tokenizer = task, ensure_pad_token(tokenizer)
         self.max_length, self.max_new_tokens = max_length, max_new_tokens
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers

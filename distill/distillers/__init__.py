@@ -1,6 +1,8 @@
-"""Distillers: the losses and validation of each distillation method."""
+"""Distillers: the distiller core (``Distiller.loss_on``) and the methods composed on it, each a loss and a
+validation: logit, supervised, language, onpolicy."""
 
-from distill.distillers.base import BaseDistiller, Distiller, LossOutput
+from distill.distillers.base import BaseDistiller, LossOutput
+from distill.distillers.distiller import Distiller
 from distill.distillers.factory import DistillerFactory
 from distill.distillers.language import LanguageDistiller
 from distill.distillers.logit import LogitDistiller

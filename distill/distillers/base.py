@@ -1,21 +1,15 @@
-"""The distiller interface and the core every built-in distiller composes.
+"""The distiller interface: what the loop calls, and what the start-up checks ask before a distiller is built.
 
 A distiller knows its loss and how to validate; the loop (:mod:`distill.loop`) knows steps,
 devices, optimizers and checkpoints. Subclass :class:`BaseDistiller` to implement all three
-methods yourself, or :class:`Distiller` to write only ``compute_loss``.
-
-:meth:`Distiller.loss_on` is the core: given sequences (from the dataset, the teacher's
-generations or the student's samples) and an :class:`~distill.losses.Objective`, it runs the
-student and the frozen teacher, keeps the positions that count and calls the one loss function.
+methods yourself, or :class:`~distill.distillers.distiller.Distiller` to write only ``compute_loss``.
 """
 
 from __future__ import annotations
 
 import inspect
-import itertools
-import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,17 +17,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.activations import swap_activations
-from distill.distillers.intermediate import IntermediateTerms, token_masks
-from distill.errors import ConfigError, require
-from distill.evaluation import evaluate_model
-from distill.forward import Forward, forward, frozen_forward
+from distill.core.errors import ConfigError
 from distill.loop import TrainConfig, fit
-from distill.losses import DEFAULT_CHUNK_SIZE, Objective, objective_loss
-from distill.models import model_task, shared_width
 
 Batch = dict[str, Any]
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,7 +39,7 @@ class BaseDistiller(ABC):
     metrics. ``train(train_loader, val_loader)`` runs :func:`distill.loop.fit` on them.
     """
 
-    requires_teacher: ClassVar[bool] = True
+    requires_teacher: ClassVar[bool] = True  # whether the method uses a teacher at all
 
     def __init__(
         self,
@@ -62,12 +49,28 @@ class BaseDistiller(ABC):
     ) -> None:
         if student_model is None:
             raise ConfigError("a student_model is required")
-        if self.requires_teacher and teacher_model is None:
+        if teacher_model is None and self.needs_teacher_model():
             raise ConfigError(f"{type(self).__name__} needs a teacher_model")
         self.student, self.teacher, self.tokenizer = student_model, teacher_model, tokenizer
         if self.teacher is not None:  # the teacher is frozen and never trains
             self.teacher.eval().requires_grad_(False)
         self.train_config: dict[str, Any] = {}  # loop options given through DistillerFactory
+
+    def needs_teacher_model(self) -> bool:
+        """Whether this distiller runs the teacher model (a logit distiller given cached targets does not)."""
+        return self.requires_teacher
+
+    @classmethod
+    def teacher_input(cls, options: Mapping[str, Any]) -> str | None:
+        """What a distiller with these config options takes from the teacher, asked before it is built:
+        ``"model"``, ``"targets"`` (a built teacher-logit cache) or None."""
+        return "model" if cls.requires_teacher else None
+
+    @classmethod
+    def check_config(cls, options: Mapping[str, Any]) -> None:
+        """Check config options without any model (the start-up checks call it before a teacher is
+        trained, loaded or cached); one :class:`ConfigError` line per bad value. Nothing to check here."""
+        return None
 
     @abstractmethod
     def compute_loss(self, batch: Batch) -> LossOutput:
@@ -98,119 +101,33 @@ class BaseDistiller(ABC):
     def train(
         self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None, **options: Any
     ) -> dict[str, float]:
-        """Train the student with the shared loop; ``options`` override :class:`distill.settings.TrainConfig`."""
+        """Train the student with the shared loop; ``options`` override :class:`distill.loop.TrainConfig`."""
         return fit(self, train_loader, val_loader, TrainConfig(**{**self.train_config, **options}))
+
+    @classmethod
+    def init_parameters(cls) -> dict[str, inspect.Parameter]:
+        """Constructor keywords over the class hierarchy (a subclass passes its parents' on as ``**base``),
+        the subclass's first."""
+        found: dict[str, inspect.Parameter] = {}
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass) and klass is not object:
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                        found.setdefault(p.name, p)
+        return found
 
     @classmethod
     def init_parameter_names(cls) -> set[str]:
         """Constructor keywords (used to route a config dict between distiller and loop)."""
-        names: set[str] = set()
-        for klass in cls.__mro__:
-            if "__init__" in vars(klass):
-                names |= {
-                    p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")
-                }
-        return names
+        return set(cls.init_parameters())
+
+    @classmethod
+    def with_defaults(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` over the constructor's defaults."""
+        defaults = {k: p.default for k, p in cls.init_parameters().items() if p.default is not p.empty}
+        return {**defaults, **options}
 
 
-class Distiller(BaseDistiller):
-    """Generic ``train_step`` and ``validate``, and the core :meth:`loss_on`; subclasses write
-    ``compute_loss`` only.
-
-    Args:
-        task: ``causal_lm`` or ``classification``; the runner passes the data's, and by default
-            it is read off the student (an LM head or not).
-        max_new_tokens: generation budget at validation (causal LMs).
-        chunk_size: causal LMs: positions per chunk of the memory-bounded loss, which never holds
-            N x V logits; ``"auto"``: 128, more for vocabularies under 8,192 (:func:`~distill.losses.chunk_rows`);
-            0 or None: materialise the logits. Classifiers always materialise.
-        fast_activations: swap the student's and the teacher's tanh-GELU modules (GPT-2 family)
-            for :class:`~distill.activations.TanhGELU`, in place: the same function in fewer kernels.
-    """
-
-    def __init__(
-        self,
-        student_model: nn.Module,
-        teacher_model: nn.Module | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        max_new_tokens: int = 64,
-        task: str | None = None,
-        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
-        fast_activations: bool = True,
-    ) -> None:
-        super().__init__(student_model, teacher_model, tokenizer)
-        if fast_activations:
-            swapped = sum(swap_activations(m) for m in (student_model, teacher_model) if m is not None)
-            if swapped:
-                log.info("fast_activations: %d tanh-GELU modules run as TanhGELU (the same function)", swapped)
-        valid = chunk_size in (None, "auto") or (type(chunk_size) is int and chunk_size >= 0)
-        require(valid, "distiller.chunk_size", chunk_size,
-                "must be 'auto', a positive integer, or 0 / null to materialise the logits")  # fmt: skip
-        self.max_new_tokens, self.chunk_size = max_new_tokens, chunk_size or None
-        self.task = task or model_task(student_model)
-        self.width = shared_width(teacher_model, student_model, tokenizer) if teacher_model is not None else None
-        self.intermediate: IntermediateTerms | None = None  # hidden-state and attention terms (LogitDistiller)
-        self.last_samples: list[dict[str, str]] = []  # generations from the latest validate()
-
-    def train_step(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, float]:
-        if not self.student.training:  # .train() walks every submodule: only when validation left it in eval
-            self.student.train()
-        out = self.compute_loss(batch)
-        (out.loss * loss_scale).backward()
-        return {"loss": float(out.loss.detach()), **out.parts}
-
-    def validate(self, val_loader: Iterable[Batch]) -> dict[str, float]:
-        metrics, self.last_samples = evaluate_model(
-            self.student, val_loader, self.tokenizer, self.max_new_tokens, self.task, chunk_size=self.chunk_size
-        )
-        return metrics
-
-    def loss_on(self, sequences: Batch, objective: Objective, names: dict[str, str] | None = None) -> LossOutput:
-        """The objective on ``sequences`` (``input_ids``, ``attention_mask``, ``labels``).
-
-        The student runs with gradients; the teacher (when the objective weighs a divergence, or
-        intermediate-layer terms are on) runs frozen; both are reduced to the positions that
-        count, and :func:`~distill.losses.objective_loss` combines them (plus
-        :attr:`intermediate`'s terms). ``names`` renames the logged parts (``{"ce": "ce_teacher"}``);
-        a part mapped to ``""`` is not logged.
-        """
-        chunked = self.chunk_size is not None
-        extra = self.intermediate.request if self.intermediate is not None else {}
-        student = forward(self.student, sequences, self.task, chunked=chunked, **extra)
-        teacher = (
-            self.teacher_forward(sequences, chunked, extra) if objective.kd_weight > 0 or any(extra.values()) else None
-        )
-        kd_teacher = (teacher.outputs if isinstance(teacher, Forward) else teacher) if objective.kd_weight > 0 else None
-        parts = objective_loss(
-            student.outputs, kd_teacher, student.targets, objective, self.width, chunk_size=self.chunk_size
-        )
-        if self.intermediate is not None and any(extra.values()):
-            mask, keys = token_masks(sequences, self.task, self.device)
-            terms = self.intermediate(student, teacher, mask, keys)
-            parts["loss"] = parts["loss"] + self.intermediate.weighted(terms)
-            parts.update(terms)
-        loss = parts.pop("loss")
-        names = names or {}
-        logged = {names.get(k, k): float(v.detach()) for k, v in parts.items()}
-        return LossOutput(loss, {k: v for k, v in logged.items() if k})
-
-    def teacher_forward(self, sequences: Batch, chunked: bool, extra: dict[str, bool]) -> Any:
-        """The teacher's outputs on the positions that count (its frozen forward)."""
-        return frozen_forward(self.teacher, sequences, self.task, chunked=chunked, **extra)
-
-    def parameters(self) -> Iterator[nn.Parameter]:
-        """What the optimizer updates: the student's parameters and the intermediate terms' projections."""
-        extra = self.intermediate.parameters() if self.intermediate is not None else iter(())
-        return (p for p in itertools.chain(self.student.parameters(), extra) if p.requires_grad)
-
-    def to(self, device: torch.device | str) -> Distiller:
-        super().to(device)
-        if self.intermediate is not None:
-            self.intermediate.to(device)
-        return self
-
-    def extra_modules(self) -> nn.Module | None:
-        """Trainable modules besides the student (the intermediate terms' projections): the optimizer
-        updates them and checkpoints keep them; the exported student does not."""
-        has_parameters = self.intermediate is not None and next(self.intermediate.parameters(), None) is not None
-        return self.intermediate if has_parameters else None
+def call_with(check: Any, options: Mapping[str, Any]) -> Any:
+    """``check(**options)`` with the options ``check`` takes: how ``check_config`` runs a constructor's checks."""
+    return check(**{name: options[name] for name in inspect.signature(check).parameters})

@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from distill.core.errors import ConfigError
+from distill.core.instantiate import MODEL_ARGUMENTS
 from distill.distillers.base import BaseDistiller
-from distill.errors import ConfigError
-from distill.settings import TrainConfig
+from distill.loop import TrainConfig
 
 # Names the seed's README used for loop options, mapped onto TrainConfig fields.
 _ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "gradient_accumulation_steps": "grad_accum"}
@@ -52,7 +53,7 @@ class DistillerFactory:
         ...) or, if they are loop options (``max_steps``, ``lr``/``learning_rate``, ``epochs``,
         ...), to ``distiller.train()``. Unknown keys are an error that lists the allowed ones."""
         distiller_cls = cls.get(mode)
-        own = distiller_cls.init_parameter_names() - {"student_model", "teacher_model", "tokenizer"}
+        own = distiller_cls.init_parameter_names() - set(MODEL_ARGUMENTS)
         loop = {f.name for f in dataclasses.fields(TrainConfig)}
         kwargs, train_options = {}, {}
         for key, value in (config or {}).items():

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from distill.core.errors import is_int, is_number, require
 from distill.data.sequences import response_mask, without_last_token
-from distill.errors import require
-from distill.forward import Forward
-from distill.losses.hidden import (
+from distill.inference.forward import Forward
+from distill.losses.layer_terms import (
     ATTENTION_KINDS,
     HIDDEN_KINDS,
     HiddenProjections,
@@ -29,12 +29,12 @@ from distill.losses.hidden import (
     mapped_states,
     require_attention_weights,
 )
-from distill.student_init import num_layers
+from distill.models.facts import num_layers
 
 
 def token_masks(batch: dict[str, Any], task: str, device: torch.device) -> tuple[Tensor, Tensor | None]:
     """``(rows, keys)``, both (B, L') bool over the positions the models ran on (a causal LM's sequences
-    without their last token, see :func:`distill.forward.forward`): ``rows`` the positions the terms
+    without their last token, see :func:`distill.inference.forward.forward`): ``rows`` the positions the terms
     count (real tokens, or positions whose next token is a response), ``keys`` the real tokens (the
     attention mask; attention rows are distributions over them), or None without a mask."""
     keys = batch.get("attention_mask")
@@ -42,6 +42,25 @@ def token_masks(batch: dict[str, Any], task: str, device: torch.device) -> tuple
     if task == "classification":
         return batch["attention_mask"].bool().to(device), keys
     return response_mask(batch["labels"]).to(device), None if keys is None else without_last_token(keys)
+
+
+def check_layer_options(
+    hidden_weight: float, hidden_loss: str, attention_weight: float, attention_loss: str, layer_map: Any
+) -> None:
+    """The terms' options, checked without models (one line per bad value)."""
+    for key, value in (("hidden_weight", hidden_weight), ("attention_weight", attention_weight)):
+        require(is_number(value) and value >= 0, f"distiller.{key}", value, "must be >= 0")
+    require(hidden_loss in HIDDEN_KINDS, "distiller.hidden_loss", hidden_loss, f"must be one of {HIDDEN_KINDS}")
+    require(attention_loss in ATTENTION_KINDS, "distiller.attention_loss", attention_loss,
+            f"must be one of {ATTENTION_KINDS}")  # fmt: skip
+    pairs = layer_map if isinstance(layer_map, (list, tuple)) else None
+    ok = layer_map is None or (
+        pairs is not None
+        and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(is_int(i) and i >= 0 for i in p) for p in pairs)
+    )
+    require(ok, "distiller.layer_map", layer_map,
+            "must be null or a list of [student layer, teacher layer] pairs of hidden-state indices, "
+            "e.g. [[1, 2], [2, 4]] (0 is the embeddings)")  # fmt: skip
 
 
 class IntermediateTerms(nn.Module):
@@ -63,17 +82,9 @@ class IntermediateTerms(nn.Module):
         layer_map: list[list[int]] | None,
     ) -> None:
         super().__init__()
-        require(hidden_loss in HIDDEN_KINDS, "distiller.hidden_loss", hidden_loss, f"must be one of {HIDDEN_KINDS}")
-        require(attention_loss in ATTENTION_KINDS, "distiller.attention_loss", attention_loss,
-                f"must be one of {ATTENTION_KINDS}")  # fmt: skip
+        check_layer_options(hidden_weight, hidden_loss, attention_weight, attention_loss, layer_map)
         pairs = (
             [tuple(p) for p in layer_map] if layer_map else default_layer_map(num_layers(student), num_layers(teacher))
-        )
-        require(
-            all(len(p) == 2 for p in pairs),
-            "distiller.layer_map",
-            layer_map,
-            "must be a list of [student, teacher] pairs",
         )
         self.layer_map = pairs
         self.weights = {"hidden": hidden_weight, "attention": attention_weight}

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.distillers.base import Batch, Distiller, LossOutput
-from distill.distillers.sources import TeacherCompletions, TeacherGenerations, generation_settings, require_tokenizer
+from distill.core.errors import is_number, require, require_fraction
+from distill.distillers.base import Batch, LossOutput, call_with
+from distill.distillers.distiller import Distiller
+from distill.distillers.sources import TeacherCompletions, require_tokenizer
 from distill.distillers.text_validation import TextValidation
-from distill.errors import require, require_fraction
-from distill.losses import DEFAULT_CHUNK_SIZE, Objective
+from distill.inference.generation import GenerationSettings
+from distill.losses import Objective
+from distill.teacher.generations import TeacherGenerations
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,9 @@ class LanguageDistiller(Distiller):
     ``temperature`` with nucleus ``top_p``, ``num_samples`` per prompt (each one a training
     sequence). ``max_length`` is the teacher's budget of new tokens (null: ``max_new_tokens``).
     The completions of the whole training prompt set are generated once, batched, before the
-    first step and cached on disk (:class:`~distill.distillers.sources.TeacherGenerations`).
+    first step and cached on disk (:class:`~distill.teacher.generations.TeacherGenerations`).
     Validation compares text (:class:`~distill.distillers.text_validation.TextValidation`).
+    Other options (``chunk_size``, ...) are :class:`~distill.distillers.distiller.Distiller`'s.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class LanguageDistiller(Distiller):
         student_model: nn.Module,
         teacher_model: nn.Module,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
         alpha: float = 1.0,
         temperature: float = 1.0,
         do_sample: bool = False,
@@ -51,33 +57,35 @@ class LanguageDistiller(Distiller):
         cache_dir: str | None = None,
         generation_batch_size: int = 128,
         seed: int = 0,
-        max_new_tokens: int = 64,
-        task: str | None = None,
-        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
-        fast_activations: bool = True,
+        **base: Any,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
-        require_fraction("distiller.alpha", alpha)
-        require(
-            isinstance(kd_weight, (int, float)) and kd_weight >= 0, "distiller.kd_weight", kd_weight, "must be >= 0"
-        )
+        max_new_tokens = self.with_defaults(base)["max_new_tokens"]
+        settings, self.on_teacher_text, self.on_dataset = language_objectives(
+            alpha, kd_weight, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p, num_samples,
+            seed,
+        )  # fmt: skip
         if alpha == 0 and kd_weight == 0:
             log.warning(
                 "distiller.alpha=0 with kd_weight=0 never uses the teacher's text: this is distiller=supervised"
             )
-        settings = generation_settings(max_length or max_new_tokens, do_sample, temperature, top_p, num_samples, seed)
-        self.on_teacher_text = Objective(kd_weight, alpha, divergence, temperature, beta)
-        self.on_dataset = Objective(ce_weight=1.0 - alpha)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size, fast_activations)
+        super().__init__(student_model, teacher_model, tokenizer, **base)
         self.alpha, self.kd_weight = alpha, kd_weight
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.teacher_completions = TeacherCompletions(generations, settings)
-        self.text_validation = TextValidation(generations, max_new_tokens, self.task)
+        self.text_validation = TextValidation(generations, self.max_new_tokens, self.task)
+
+    @classmethod
+    def check_config(cls, options: Mapping[str, Any]) -> None:
+        super().check_config(options)
+        o = cls.with_defaults(options)
+        call_with(language_objectives, o)
+        TeacherGenerations.check_batch_size(o["generation_batch_size"])
 
     def prepare(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None) -> None:
         """Teacher completions of every training prompt (and its validation outputs), once."""
         self.teacher_completions.prepare(train_loader)
-        if val_loader is not None:
+        if val_loader is not None and self.text_validation is not None:
             self.text_validation.prepare(val_loader)
 
     def compute_loss(self, batch: Batch) -> LossOutput:
@@ -90,6 +98,15 @@ class LanguageDistiller(Distiller):
             out = LossOutput(out.loss + rest.loss, {**out.parts, **rest.parts})
         return out
 
-    def validate(self, val_loader: Iterable[Batch]) -> dict[str, float]:
-        metrics, self.last_samples = self.text_validation.validate(self.student, val_loader, self.chunk_size)
-        return metrics
+
+def language_objectives(
+    alpha: float, kd_weight: float, divergence: str, temperature: float, beta: float, max_length: int | None,
+    max_new_tokens: int, do_sample: bool, top_p: float, num_samples: int, seed: int,
+) -> tuple[GenerationSettings, Objective, Objective]:  # fmt: skip
+    """The teacher's decoding settings (``max_length`` new tokens, null: ``max_new_tokens``), the objective on
+    its text and the one on the dataset, checked."""
+    require_fraction("distiller.alpha", alpha)
+    require(is_number(kd_weight) and kd_weight >= 0, "distiller.kd_weight", kd_weight, "must be >= 0")  # type: ignore[operator]
+    budget = max_new_tokens if max_length is None else max_length
+    settings = GenerationSettings(budget, do_sample, temperature, top_p, num_samples, seed)
+    return settings, Objective(kd_weight, alpha, divergence, temperature, beta), Objective(ce_weight=1.0 - alpha)

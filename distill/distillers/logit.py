@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.distillers.base import Batch, Distiller, LossOutput
-from distill.distillers.intermediate import IntermediateTerms
-from distill.errors import ConfigError, require, require_fraction
-from distill.fingerprints import dataset_fingerprint, model_fingerprint
-from distill.losses import DEFAULT_CHUNK_SIZE, Objective
-from distill.settings import cache_dir as default_cache_dir
-from distill.teacher_cache import (
+from distill.core.disk_cache import cache_dir as default_cache_dir
+from distill.core.errors import ConfigError, require, require_fraction
+from distill.distillers.base import Batch, LossOutput, call_with
+from distill.distillers.distiller import Distiller
+from distill.distillers.intermediate import IntermediateTerms, check_layer_options
+from distill.losses import Objective
+from distill.teacher.logit_cache import (
     DEFAULT_DRAW_TEMPERATURE,
     DEFAULT_SIZE,
     CacheSettings,
     TeacherLogitCache,
     cache_for_loader,
-    cache_key,
 )
 
 log = logging.getLogger(__name__)
@@ -42,9 +41,10 @@ class LogitDistiller(Distiller):
     ``teacher_cache`` (``top_k`` or ``sampled``, ``teacher_cache_size`` tokens per position; a sampled
     cache draws at ``teacher_cache_temperature``, best at or above every temperature it serves) replaces
     the teacher's forward pass by sparse targets computed once over the training set and kept on
-    disk under ``cache_dir`` (:mod:`distill.teacher_cache`; forward KL only). Pass a built cache as
+    disk under ``cache_dir`` (:mod:`distill.teacher.logit_cache`; forward KL only). Pass a built cache as
     ``teacher_targets`` (what ``train.py`` does, so the teacher is never loaded), or a teacher: the
-    cache is then built or reused before the first step.
+    cache is then built or reused before the first step. Other options (``chunk_size``, ...) are
+    :class:`~distill.distillers.distiller.Distiller`'s.
     """
 
     def __init__(
@@ -52,6 +52,7 @@ class LogitDistiller(Distiller):
         student_model: nn.Module,
         teacher_model: nn.Module | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
         temperature: float = 2.0,
         alpha: float = 0.5,
         divergence: str = "forward_kl",
@@ -65,31 +66,26 @@ class LogitDistiller(Distiller):
         teacher_cache_size: int = DEFAULT_SIZE,
         teacher_cache_temperature: float = DEFAULT_DRAW_TEMPERATURE,
         cache_dir: str | None = None,
-        max_new_tokens: int = 64,
-        task: str | None = None,
-        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
-        fast_activations: bool = True,
         teacher_targets: TeacherLogitCache | None = None,
+        **base: Any,
     ) -> None:
-        require_fraction("distiller.alpha", alpha)
+        self.objective = logit_objective(alpha, divergence, temperature, beta)
         if alpha == 0:
             log.warning("distiller.alpha=0 turns the distillation term off: this is distiller=supervised")
-        self.objective = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
         self.cache_settings = check_cache(
             teacher_cache, teacher_cache_size, teacher_cache_temperature, self.objective, teacher_targets
         )
+        warn_cache(self.cache_settings, self.objective)
         if teacher_model is None and teacher_targets is None:
             raise ConfigError("LogitDistiller needs a teacher_model (or teacher_targets, a built teacher cache)")
-        self.requires_teacher = teacher_targets is None
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size, fast_activations)
+        self.teacher_targets = teacher_targets
+        super().__init__(student_model, teacher_model, tokenizer, **base)
         require(self.cache_settings is None or self.task == "causal_lm", "distiller.teacher_cache", teacher_cache,
                 "is for causal LMs (a classifier's teacher logits are cheap: leave it null)")  # fmt: skip
         if teacher_targets is not None and self.width is None:
             self.width = teacher_targets.meta["width"]
-        self.teacher_targets = teacher_targets
         self.cache_dir = cache_dir
-        for key, value in (("hidden_weight", hidden_weight), ("attention_weight", attention_weight)):
-            require(isinstance(value, (int, float)) and value >= 0, f"distiller.{key}", value, "must be >= 0")
+        check_layer_options(hidden_weight, hidden_loss, attention_weight, attention_loss, layer_map)
         if hidden_weight > 0 or attention_weight > 0:
             require(teacher_model is not None and teacher_targets is None, "distiller.teacher_cache", teacher_cache,
                     "must be null with hidden_weight or attention_weight: they need the teacher's layers")  # fmt: skip
@@ -97,6 +93,22 @@ class LogitDistiller(Distiller):
                 student_model, teacher_model, hidden_weight, hidden_loss, attention_weight, attention_loss, layer_map
             )
         self.temperature, self.alpha, self.divergence, self.beta = temperature, alpha, divergence, beta
+
+    def needs_teacher_model(self) -> bool:
+        return self.teacher_targets is None
+
+    @classmethod
+    def teacher_input(cls, options: Mapping[str, Any]) -> str | None:
+        return "targets" if options.get("teacher_cache") else "model"
+
+    @classmethod
+    def check_config(cls, options: Mapping[str, Any]) -> None:
+        super().check_config(options)
+        o = cls.with_defaults(options)
+        objective = call_with(logit_objective, o)
+        if o["teacher_cache"] is not None:
+            check_cache(o["teacher_cache"], o["teacher_cache_size"], o["teacher_cache_temperature"], objective, None)
+        call_with(check_layer_options, o)
 
     def prepare(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None) -> None:
         """With ``teacher_cache`` and no ``teacher_targets``: build (or reuse) the cache from the teacher."""
@@ -106,11 +118,8 @@ class LogitDistiller(Distiller):
         if dataset is None or "index" not in getattr(dataset, "column_names", ()):
             raise ConfigError("distiller.teacher_cache needs a DataLoader over a tokenized dataset with an 'index' "
                               "column (distill.data.TaskData's loaders have one)")  # fmt: skip
-        key = cache_key(model_fingerprint(self.teacher), dataset_fingerprint(dataset), self.cache_settings)
         root = default_cache_dir(self.cache_dir) if self.cache_dir else default_cache_dir(sub="teacher-logits")
-        self.teacher_targets = cache_for_loader(
-            self.teacher, train_loader, self.cache_settings, root, key, self.width, log
-        )
+        self.teacher_targets = cache_for_loader(self.teacher, train_loader, self.cache_settings, root, self.width, log)
 
     def compute_loss(self, batch: Batch) -> LossOutput:
         return self.loss_on(batch, self.objective)
@@ -121,6 +130,12 @@ class LogitDistiller(Distiller):
         return self.teacher_targets.targets(sequences["index"].tolist(), self.device)
 
 
+def logit_objective(alpha: float, divergence: str, temperature: float, beta: float) -> Objective:
+    """``alpha * kd + (1 - alpha) * ce``, checked (one line per bad value)."""
+    require_fraction("distiller.alpha", alpha)
+    return Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
+
+
 def check_cache(
     mode: str | None, size: int, draw_temperature: float, objective: Objective, built: TeacherLogitCache | None
 ) -> CacheSettings | None:
@@ -128,11 +143,18 @@ def check_cache(
     if mode is None and built is None:
         return None
     settings = built.settings if mode is None else CacheSettings(mode, size, temperature=draw_temperature)
-    divergence, alpha = objective.divergence, objective.kd_weight
+    divergence = objective.divergence
     require(divergence == "forward_kl", "distiller.divergence", divergence,
             f"distiller.teacher_cache={settings.mode} supports forward_kl only: a sparse cache keeps the teacher's "
             "probability of a few tokens, and reverse_kl, jsd and tvd need it for every token")  # fmt: skip
-    if alpha == 0:
+    return settings
+
+
+def warn_cache(settings: CacheSettings | None, objective: Objective) -> None:
+    """One warning line for cache settings that work but are unlikely to be meant."""
+    if settings is None:
+        return
+    if objective.kd_weight == 0:
         log.warning("distiller.teacher_cache with alpha=0: the cache is built but never used")
     if settings.mode == "sampled" and objective.temperature > settings.temperature:
         log.warning(
@@ -140,4 +162,3 @@ def check_cache(
             "weights (a noisy target); set distiller.teacher_cache_temperature >= %g",
             objective.temperature, settings.temperature, objective.temperature,
         )  # fmt: skip
-    return settings

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.distillers.base import Batch, Distiller, LossOutput
-from distill.distillers.sources import TeacherGenerations, generation_settings, require_tokenizer, student_samples
+from distill.core.errors import require_fraction
+from distill.distillers.base import Batch, LossOutput, call_with
+from distill.distillers.distiller import Distiller
+from distill.distillers.sources import require_tokenizer, student_samples
 from distill.distillers.text_validation import TextValidation
-from distill.errors import require_fraction
-from distill.losses import DEFAULT_CHUNK_SIZE, Objective
+from distill.inference.generation import GenerationSettings
+from distill.losses import Objective
+from distill.teacher.generations import TeacherGenerations
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ class OnPolicyDistiller(Distiller):
     ``alpha * T^2 * D(p_T, p_S) + (1 - alpha) * ce``; ``alpha=1`` (default) is GKD's pure
     divergence. The coin and the student's sampling use torch's global generator, so a
     checkpoint (which saves the RNG state) resumes exactly. Validation compares text, as for the
-    language distiller.
+    language distiller. Other options (``chunk_size``, ...) are :class:`~distill.distillers.distiller.Distiller`'s.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class OnPolicyDistiller(Distiller):
         student_model: nn.Module,
         teacher_model: nn.Module,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
         lmbda: float = 0.5,
         temperature: float = 1.0,
         do_sample: bool = True,
@@ -49,23 +54,26 @@ class OnPolicyDistiller(Distiller):
         alpha: float = 1.0,
         cache_dir: str | None = None,
         generation_batch_size: int = 128,
-        max_new_tokens: int = 64,
-        task: str | None = None,
-        chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
-        fast_activations: bool = True,
+        **base: Any,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
-        require_fraction("distiller.lmbda", lmbda)
-        require_fraction("distiller.alpha", alpha)
+        max_new_tokens = self.with_defaults(base)["max_new_tokens"]
+        self.settings, self.on_samples, self.on_dataset = onpolicy_objectives(
+            lmbda, alpha, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p
+        )
         if lmbda == 0 and alpha == 0:
             log.warning("distiller.lmbda=0 with alpha=0 never uses the teacher: this is distiller=supervised")
-        self.settings = generation_settings(max_length or max_new_tokens, do_sample, temperature, top_p)
-        self.on_samples = Objective(1.0, 0.0, divergence, temperature, beta)
-        self.on_dataset = Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
-        super().__init__(student_model, teacher_model, tokenizer, max_new_tokens, task, chunk_size, fast_activations)
+        super().__init__(student_model, teacher_model, tokenizer, **base)
         self.lmbda = lmbda
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
-        self.text_validation = TextValidation(generations, max_new_tokens, self.task)
+        self.text_validation = TextValidation(generations, self.max_new_tokens, self.task)
+
+    @classmethod
+    def check_config(cls, options: Mapping[str, Any]) -> None:
+        super().check_config(options)
+        o = cls.with_defaults(options)
+        call_with(onpolicy_objectives, o)
+        TeacherGenerations.check_batch_size(o["generation_batch_size"])
 
     def compute_loss(self, batch: Batch) -> LossOutput:
         if not bool(torch.rand(()) < self.lmbda):  # torch's global RNG: restored on resume
@@ -77,6 +85,18 @@ class OnPolicyDistiller(Distiller):
         out.parts["on_policy"] = 1.0
         return out
 
-    def validate(self, val_loader: Iterable[Batch]) -> dict[str, float]:
-        metrics, self.last_samples = self.text_validation.validate(self.student, val_loader, self.chunk_size)
-        return metrics
+
+def onpolicy_objectives(
+    lmbda: float, alpha: float, divergence: str, temperature: float, beta: float, max_length: int | None,
+    max_new_tokens: int, do_sample: bool, top_p: float,
+) -> tuple[GenerationSettings, Objective, Objective]:  # fmt: skip
+    """The student's sampling settings (``max_length`` new tokens, null: ``max_new_tokens``), the objective on
+    its samples and the one on the dataset, checked."""
+    require_fraction("distiller.lmbda", lmbda)
+    require_fraction("distiller.alpha", alpha)
+    settings = GenerationSettings(max_new_tokens if max_length is None else max_length, do_sample, temperature, top_p)
+    return (
+        settings,
+        Objective(1.0, 0.0, divergence, temperature, beta),
+        Objective(alpha, 1.0 - alpha, divergence, temperature, beta),
+    )

@@ -9,43 +9,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from distill.core.errors import ConfigError
 from distill.data.sequences import sequence_batch, truncate_at_eos, unpad
-from distill.errors import ConfigError, require
-from distill.fingerprints import model_fingerprint
-from distill.generation import Completions, GenerationSettings, collect_prompts, generate_completions, generate_ids
-from distill.generation_cache import cached_generations
-from distill.settings import cache_dir as default_cache_dir
+from distill.inference.generation import (
+    Completions,
+    GenerationSettings,
+    collect_prompts,
+    generate_completions,
+    generate_ids,
+)
+from distill.teacher.generations import TeacherGenerations
 
 log = logging.getLogger(__name__)
 Batch = dict[str, object]
-
-
-def generation_settings(
-    max_length: int, do_sample: bool, temperature: float, top_p: float, num_samples: int = 1, seed: int = 0
-) -> GenerationSettings:
-    """Checked :class:`GenerationSettings` from a distiller's options (one line per bad value)."""
-    for key, value in (("max_length", max_length), ("num_samples", num_samples)):
-        require(
-            isinstance(value, int) and not isinstance(value, bool) and value > 0,
-            f"distiller.{key}",
-            value,
-            "must be a positive integer",
-        )
-    require(isinstance(top_p, (int, float)) and 0 < top_p <= 1, "distiller.top_p", top_p, "must be in (0, 1]")
-    require(
-        isinstance(temperature, (int, float)) and temperature > 0, "distiller.temperature", temperature, "must be > 0"
-    )
-    if num_samples > 1 and not do_sample:
-        raise ConfigError(
-            f"distiller.num_samples={num_samples} is invalid: greedy decoding gives one output; set do_sample=true"
-        )
-    return GenerationSettings(max_length, do_sample, temperature, top_p, num_samples, seed)
 
 
 def require_tokenizer(distiller: str, tokenizer: PreTrainedTokenizerBase | None) -> PreTrainedTokenizerBase:
@@ -56,47 +37,6 @@ def require_tokenizer(distiller: str, tokenizer: PreTrainedTokenizerBase | None)
             f"{distiller}: the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its eos token)"
         )
     return tokenizer
-
-
-class TeacherGenerations:
-    """The teacher's completions of a prompt set, cached on disk under ``cache_dir``
-    (default ``$DISTILL_CACHE/generations``) and keyed by its weights, the prompts and the settings."""
-
-    def __init__(
-        self,
-        teacher: nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        cache_dir: str | None = None,
-        batch_size: int = 128,
-    ) -> None:
-        require(
-            isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0,
-            "distiller.generation_batch_size",
-            batch_size,
-            "must be a positive integer",
-        )
-        self.teacher, self.tokenizer, self.batch_size = teacher, tokenizer, batch_size
-        self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else str(default_cache_dir(sub="generations"))
-        self._fingerprint: str | None = None
-
-    def fingerprint(self) -> str:
-        """Hash of the frozen teacher's config and weights, computed once."""
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.teacher)
-        return self._fingerprint
-
-    def __call__(self, prompts: dict[str, list[int]], settings: GenerationSettings, name: str) -> Completions:
-        completions, _ = cached_generations(
-            self.teacher,
-            self.tokenizer,
-            prompts,
-            settings,
-            self.cache_dir,
-            name=name,
-            batch_size=self.batch_size,
-            model_fp=self.fingerprint(),
-        )
-        return completions
 
 
 class TeacherCompletions:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from distill.distillers.base import Batch, Distiller, LossOutput
-from distill.losses import Objective
-
-CROSS_ENTROPY = Objective(ce_weight=1.0)
+from distill.distillers.base import Batch, LossOutput
+from distill.distillers.distiller import Distiller
+from distill.losses import CROSS_ENTROPY
 
 
 class SupervisedDistiller(Distiller):

@@ -9,13 +9,16 @@ student's ``loss`` on the references and ``accuracy`` when the data has final an
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
-from distill.distillers.sources import Batch, TeacherGenerations
-from distill.evaluation import evaluate_model
-from distill.generation import GenerationSettings, collect_prompts, decode_completion
-from distill.metrics import text_metrics
+from distill.inference.evaluation import evaluate_model
+from distill.inference.generation import GenerationSettings, collect_prompts, decode_completion
+from distill.inference.text_metrics import text_metrics
+from distill.teacher.generations import TeacherGenerations
+
+Batch = dict[str, Any]
 
 
 class TextValidation:

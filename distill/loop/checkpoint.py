@@ -1,9 +1,10 @@
 """Checkpoints: the student (safetensors), the optimizer, scheduler, RNG and data position.
 
-Layout: ``<run>/checkpoints/step-000120/{student.safetensors, trainer_state.pt}``. A checkpoint
-is written into ``step-N.tmp`` and renamed when complete, so a directory without the suffix is
-always whole; the newest ``keep`` are kept. Reading one that turns out to be unreadable
-(truncated, corrupted) falls back to the one before it, with one line saying so.
+Layout: ``<run>/checkpoints/step-000120/{student.safetensors, trainer_state.pt}``. A checkpoint is
+written into ``step-N.<pid>.tmp`` and renamed when complete (:func:`~distill.core.disk_cache.write_atomic`),
+so a directory without the suffix is always whole; the newest ``keep`` are kept. Reading one that
+turns out to be unreadable (truncated, corrupted) falls back to the one before it, with one line
+saying so.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
-from distill.errors import DistillError
+from distill.core.disk_cache import write_atomic
+from distill.core.errors import DistillError, first_line
 
 log = logging.getLogger(__name__)
 CHECKPOINTS, STATE_FILE, WEIGHTS_FILE = "checkpoints", "trainer_state.pt", "student.safetensors"
@@ -58,19 +60,18 @@ def save_checkpoint(out_dir: Path, student: nn.Module | dict, state: dict[str, A
     was, and raises one :class:`DistillError` line.
     """
     final = out_dir / CHECKPOINTS / f"step-{state['step']:06d}"
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         if isinstance(student, nn.Module):
             save_model(student, str(tmp / WEIGHTS_FILE))
         else:
             save_file({k: v.contiguous() for k, v in student.items()}, str(tmp / WEIGHTS_FILE))
         torch.save(state, tmp / STATE_FILE)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+
+    try:
+        write_atomic(final, write)
     except (OSError, SafetensorError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         previous = next((p for p in checkpoint_dirs(out_dir) if p != final), None)
         kept = f"the previous checkpoint {previous} is intact" if previous else "there is no earlier checkpoint"
         raise DistillError(f"could not write the checkpoint of step {state['step']} ({_reason(e)}); {kept}") from None
@@ -123,8 +124,7 @@ def _reason(error: Exception) -> str:
         return "not a trainer state a safe load accepts (corrupted, or it holds code objects)"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.split(". ")[0].rstrip(".")
+    return first_line(error).split(". ")[0].rstrip(".")
 
 
 def save_student(student: nn.Module, tokenizer: Any, path: Path, weights: dict | None = None) -> None:

@@ -25,16 +25,16 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
-from distill import ranks
+from distill.core import ranks
+from distill.core.errors import DistillError
 from distill.data.sampler import EpochSampler
-from distill.errors import DistillError
 from distill.loop.batches import batches_from
 from distill.loop.checkpoint import save_student
 from distill.loop.placement import gathered_state, place, resolve_device, resolve_strategy, unplace
 from distill.loop.protocols import Logger, Trainable
 from distill.loop.session import History, Session, checkpoint, resume
+from distill.loop.settings import TrainConfig
 from distill.loop.signals import Interrupted, StopRequest
-from distill.settings import TrainConfig
 
 log = logging.getLogger(__name__)
 

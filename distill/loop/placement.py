@@ -14,13 +14,17 @@ one device). ``auto`` is ``ddp`` under torchrun and ``single`` otherwise.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from distill import ranks
-from distill.errors import require
+from distill.core import ranks
+from distill.core.errors import require
+from distill.models.facts import layer_list, unwrap
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 
@@ -33,16 +37,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_strategy(strategy: str) -> str:
+    """The strategy to train with; ``ddp`` or ``fsdp`` in a single process trains that process alone
+    (one warning line says so)."""
     require(strategy in STRATEGIES, "train.strategy", strategy, f"must be one of {', '.join(STRATEGIES)}")
     if ranks.world() == 1:
+        if strategy in ("ddp", "fsdp"):
+            log.warning("train.strategy=%s outside torchrun: training a single process (launch with "
+                        "torchrun --nproc_per_node=N train.py ... for %s)", strategy, strategy)  # fmt: skip
         return "single"
     return "ddp" if strategy == "auto" else strategy
 
 
 def layers_of(model: nn.Module) -> list[nn.Module]:
     """The transformer blocks FSDP2 shards one by one (the root takes the rest)."""
-    from distill.student_init import layer_list
-
     try:
         return list(layer_list(model))
     except Exception:  # an architecture student_init does not know: shard the root only
@@ -122,8 +129,3 @@ def load_gathered_state(student: nn.Module, opt: torch.optim.Optimizer, weights_
 def _optimized(student: nn.Module, extra: nn.Module | None) -> nn.Module:
     """The modules whose parameters the optimizer holds."""
     return student if extra is None else nn.ModuleDict({"student": student, "extra": extra})
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -32,7 +32,7 @@ class Trainable(Protocol):
 
 
 class Logger(Protocol):
-    """An experiment logger (:mod:`distill.tracking`)."""
+    """An experiment logger (:mod:`distill.loggers`)."""
 
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
 

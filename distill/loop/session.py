@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from distill import ranks
-from distill.errors import DistillError
+from distill.core import ranks
+from distill.core.errors import DistillError
 from distill.loop.checkpoint import WEIGHTS_FILE, load_latest, rng_state, save_checkpoint, set_rng_state
 from distill.loop.placement import gathered_state, load_gathered_state
 from distill.loop.protocols import Logger, Trainable
-from distill.settings import TrainConfig
+from distill.loop.settings import TrainConfig
 
 log = logging.getLogger(__name__)
 

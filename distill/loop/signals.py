@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,16 @@
 """Losses: divergences between output distributions, the objective that weighs them, and the one
-function where student and teacher outputs meet it (materialised or chunked from hidden states)."""
+function where student and teacher outputs meet it (materialised, chunked from hidden states, or
+against a sparse teacher); hidden-state and attention-map terms for intermediate layers."""
 
-from distill.losses.chunked import DEFAULT_CHUNK_SIZE, Head, chunk_rows
+from distill.losses.chunked import DEFAULT_CHUNK_SIZE, chunk_rows
 from distill.losses.divergences import DIVERGENCES, distillation_loss
-from distill.losses.entry import Hidden, objective_loss
-from distill.losses.objective import Objective
+from distill.losses.head import Head, Hidden
+from distill.losses.objective import CROSS_ENTROPY, Objective
+from distill.losses.objective_loss import objective_loss
 from distill.losses.sparse import SparseTeacher
 
 __all__ = [
+    "CROSS_ENTROPY",
     "DEFAULT_CHUNK_SIZE",
     "DIVERGENCES",
     "Head",

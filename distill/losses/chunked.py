@@ -18,13 +18,13 @@ then divided by N for ``reduction="mean"``. Divergence gradients land on the fir
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from distill.losses.gradients import cross_entropy_and_grad, divergence_and_grad
+from distill.losses.head import Head
 from distill.losses.objective import Objective
 from distill.losses.sparse import SparseTeacher, sparse_kl_rows
 
@@ -52,19 +52,6 @@ def chunk_rows(chunk_size: int | str, columns: int) -> int:
 
 
 @dataclass(frozen=True)
-class Head:
-    """An output layer: logits = hidden @ weight.T (+ bias). weight (V, H), bias (V,) or None."""
-
-    weight: Tensor
-    bias: Tensor | None = None
-
-    def logits(self, hidden: Tensor, columns: int) -> Tensor:
-        """(C, columns) float32 logits of the first ``columns`` vocabulary entries; hidden (C, H)."""
-        bias = None if self.bias is None else self.bias[:columns]
-        return F.linear(hidden, self.weight[:columns], bias).float()
-
-
-@dataclass(frozen=True)
 class _Plan:
     """Everything the chunk loop needs besides the student's hidden states and head."""
 
@@ -86,53 +73,6 @@ class _Plan:
         return self.teacher is not None or self.sparse is not None
 
 
-def _masked_(p: Tensor, r: Tensor) -> Tensor:
-    """p * r written into r, with 0 where p = 0 (0 log 0 = 0). Both (C, V)."""
-    return r.mul_(p).masked_fill_(p == 0, 0.0)
-
-
-def _divergence(log_s: Tensor, log_t: Tensor, divergence: str, beta: float) -> tuple[Tensor, Tensor]:
-    """Per row D(p_T, p_S) (C,) and dD/dz (C, V), z = s / T, from log p_S and log p_T (C, V).
-
-    Overwrites both inputs: the in-place steps allocate at most two more (C, V) tensors (jsd: log M and p_T).
-    """
-    if divergence == "forward_kl":  # D = sum p_T (log p_T - log p_S);  dD/dz = p_S - p_T
-        p_t = log_t.exp()
-        value = _masked_(p_t, log_t.sub_(log_s)).sum(-1)
-        return value, log_s.exp_().sub_(p_t)
-    if divergence == "reverse_kl":  # D = sum p_S r, r = log p_S - log p_T;  dD/dz = p_S (r - D)
-        p_s = log_s.exp()
-        p_r = _masked_(p_s, log_s.sub_(log_t))
-        value = p_r.sum(-1)
-        return value, p_r.sub_(p_s.mul_(value[:, None]))
-    if divergence == "jsd":  # D = beta KL(p_T||M) + (1 - beta) KL(p_S||M);  dD/dz = (1 - beta) p_S (r - KL(p_S||M))
-        log_m = log_t + math.log(beta)
-        torch.logaddexp(log_m, log_s + math.log1p(-beta), out=log_m)  # log M
-        p_t = log_t.exp()
-        kl_t = _masked_(p_t, log_t.sub_(log_m)).sum(-1)
-        del p_t
-        p_s = log_s.exp()
-        p_r = _masked_(p_s, log_s.sub_(log_m))  # p_S r, r = log p_S - log M
-        kl_s = p_r.sum(-1)
-        return beta * kl_t + (1.0 - beta) * kl_s, p_r.sub_(p_s.mul_(kl_s[:, None])).mul_(1.0 - beta)
-    if divergence == "tvd":  # D = 1/2 sum |p_S - p_T|;  dD/dz = p_S (g - <p_S, g>), g = sign(p_S - p_T) / 2
-        p_s = log_s.exp_()
-        diff = log_t.exp_().neg_().add_(p_s)
-        value = 0.5 * torch.linalg.vector_norm(diff, ord=1, dim=-1)
-        g = diff.sign_().mul_(0.5)
-        return value, g.sub_((g * p_s).sum(-1, keepdim=True)).mul_(p_s)
-    raise ValueError(f"unknown divergence {divergence!r}")
-
-
-def _cross_entropy(s: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed CE of the rows and d CE / ds = softmax(s) - onehot(targets). s (C, V), targets (C,)."""
-    log_p = torch.log_softmax(s, dim=-1)
-    ce = -log_p.gather(1, targets[:, None]).sum()
-    grad = log_p.exp_()
-    grad[torch.arange(len(targets), device=s.device), targets] -= 1.0
-    return ce, grad
-
-
 def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
     """Summed T^2 D over the chunk, and d(T^2 D)/ds = T dD/dz (C, width); log_s = log p_S (overwritten)."""
     t = plan.objective.temperature
@@ -144,7 +84,7 @@ def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
         logits_t = plan.teacher_head.logits(plan.teacher[rows], plan.width).div_(t)
         log_t = torch.log_softmax(logits_t, dim=-1)
         del logits_t
-        value, grad = _divergence(log_s, log_t, plan.objective.divergence, plan.objective.beta)
+        value, grad = divergence_and_grad(log_s, log_t, plan.objective.divergence, plan.objective.beta)
     return value.sum() * t**2, grad.mul_(t)
 
 
@@ -154,7 +94,7 @@ def _chunk(plan: _Plan, head: Head, hidden: Tensor, rows: slice) -> tuple[Tensor
     kd = ce = s.new_zeros(())
     grad = None
     if plan.targets is not None:
-        ce, ce_grad = _cross_entropy(s, plan.targets[rows])
+        ce, ce_grad = cross_entropy_and_grad(s, plan.targets[rows])
         grad = ce_grad.mul_(plan.ce_scale) if plan.ce_scale > 0 else None
         del ce_grad
     if plan.has_teacher:
@@ -220,6 +160,35 @@ class _ChunkedObjective(torch.autograd.Function):
         return *(None if g is None else g.mul_(grad_loss).to(d) for g, d in zip(grads, ctx.dtypes)), None
 
 
+def _check_inputs(
+    student_hidden: Tensor, student_head: Head, teacher: Tensor | SparseTeacher | None, targets: Tensor | None,
+    objective: Objective, teacher_head: Head | None, width: int | None, reduction: str,
+) -> None:  # fmt: skip
+    """One ValueError naming the first problem with :func:`chunked_objective_loss`'s inputs."""
+    n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
+    dense, sparse = isinstance(teacher, Tensor), isinstance(teacher, SparseTeacher)
+    v_t = teacher_head.weight.shape[0] if dense and teacher_head is not None else v_s
+    terms = [(objective.kd_weight, teacher), (objective.ce_weight, targets)]
+    problems = [
+        (student_hidden.dim() != 2, f"student_hidden must be (N, H); got {tuple(student_hidden.shape)}"),
+        (dense and (teacher_head is None or len(teacher) != n), f"teacher hidden states need teacher_head, {n} rows"),
+        (sparse and objective.divergence != "forward_kl", "a SparseTeacher needs divergence forward_kl"),
+        (sparse and len(teacher) != n, f"the SparseTeacher must have {n} rows"),
+        (targets is not None and tuple(targets.shape) != (n,), f"targets must be ({n},)"),
+        (width is None and v_t != v_s, f"student ({v_s}) and teacher ({v_t}) vocabularies differ: pass width"),
+        (width is not None and not 0 < width <= min(v_s, v_t), f"width must be in [1, {min(v_s, v_t)}]; got {width}"),
+        (reduction not in ("mean", "sum"), f"reduction must be 'mean' or 'sum'; got {reduction!r}"),
+        (
+            teacher is not None and not (dense or sparse),
+            "teacher must be hidden states (N, H_t), a SparseTeacher or None",
+        ),
+        (not any(w > 0 and x is not None for w, x in terms), f"{objective} has no term to optimise"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise ValueError(message)
+
+
 def chunked_objective_loss(
     student_hidden: Tensor,
     student_head: Head,
@@ -249,26 +218,7 @@ def chunked_objective_loss(
     """
     n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
     dense, sparse = isinstance(teacher, Tensor), isinstance(teacher, SparseTeacher)
-    v_t = teacher_head.weight.shape[0] if dense and teacher_head is not None else v_s
-    terms = [(objective.kd_weight, teacher), (objective.ce_weight, targets)]
-    problems = [
-        (student_hidden.dim() != 2, f"student_hidden must be (N, H); got {tuple(student_hidden.shape)}"),
-        (dense and (teacher_head is None or len(teacher) != n), f"teacher hidden states need teacher_head, {n} rows"),
-        (sparse and objective.divergence != "forward_kl", "a SparseTeacher needs divergence forward_kl"),
-        (sparse and len(teacher) != n, f"the SparseTeacher must have {n} rows"),
-        (targets is not None and tuple(targets.shape) != (n,), f"targets must be ({n},)"),
-        (width is None and v_t != v_s, f"student ({v_s}) and teacher ({v_t}) vocabularies differ: pass width"),
-        (width is not None and not 0 < width <= min(v_s, v_t), f"width must be in [1, {min(v_s, v_t)}]; got {width}"),
-        (reduction not in ("mean", "sum"), f"reduction must be 'mean' or 'sum'; got {reduction!r}"),
-        (
-            teacher is not None and not (dense or sparse),
-            "teacher must be hidden states (N, H_t), a SparseTeacher or None",
-        ),
-        (not any(w > 0 and x is not None for w, x in terms), f"{objective} has no term to optimise"),
-    ]
-    for failed, message in problems:
-        if failed:
-            raise ValueError(message)
+    _check_inputs(student_hidden, student_head, teacher, targets, objective, teacher_head, width, reduction)
     width = v_s if width is None else width
     if sparse and n and int(teacher.ids.max()) >= width:
         raise ValueError(f"SparseTeacher ids must be below width {width}; got {int(teacher.ids.max())}")

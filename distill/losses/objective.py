@@ -5,7 +5,7 @@ On N positions that count (response tokens of a causal LM, or examples of a clas
     loss = kd_weight * T^2 * D(p_T, p_S) + ce_weight * CE(student, targets)
 
 with D one of :data:`~distill.losses.divergences.DIVERGENCES` at temperature T (see
-:func:`~distill.losses.divergences.distillation_loss`). :func:`distill.losses.entry.objective_loss`
+:func:`~distill.losses.divergences.distillation_loss`). :func:`distill.losses.objective_loss`
 computes it.
 """
 
@@ -13,12 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distill.errors import require
+from distill.core.errors import is_number, require
 from distill.losses.divergences import DIVERGENCES
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -39,15 +35,21 @@ class Objective:
             f"must be one of {', '.join(DIVERGENCES)}",
         )
         require(
-            _number(self.temperature) and self.temperature > 0, "distiller.temperature", self.temperature, "must be > 0"
+            is_number(self.temperature) and self.temperature > 0,
+            "distiller.temperature",
+            self.temperature,
+            "must be > 0",
         )
         if self.divergence == "jsd":  # beta 0 or 1 makes M equal one side: the divergence is identically 0
             require(
-                _number(self.beta) and 0 < self.beta < 1,
+                is_number(self.beta) and 0 < self.beta < 1,
                 "distiller.beta",
                 self.beta,
                 "must be in the open interval (0, 1) for jsd",
             )
         for name in ("kd_weight", "ce_weight"):
             value = getattr(self, name)
-            require(_number(value) and value >= 0, name, value, "must be >= 0")
+            require(is_number(value) and value >= 0, name, value, "must be >= 0")
+
+
+CROSS_ENTROPY = Objective(ce_weight=1.0)  # the task loss alone: label-only training, evaluation

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 from distill.report.plots import plot_curves, plot_metric
 from distill.report.runs import collect
 from distill.report.tables import best_run, build_table, monitor_of, seed_groups, seeds_markdown, to_markdown

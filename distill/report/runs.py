@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 
 METRICS, HISTORY = "metrics.json", "history.jsonl"
 HYDRA_DIR = ".hydra"

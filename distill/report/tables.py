@@ -10,9 +10,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from distill.core.errors import is_number
 
 
 def setting(run: dict[str, Any], key: str) -> Any:

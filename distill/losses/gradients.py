@@ -1,0 +1,56 @@
+"""Per-row divergences and cross-entropy with their gradients in closed form, computed in place on one
+chunk of logits (the chunked loss's inner step; formulas in :mod:`distill.losses.chunked`)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def masked_(p: Tensor, r: Tensor) -> Tensor:
+    """p * r written into r, with 0 where p = 0 (0 log 0 = 0). Both (C, V)."""
+    return r.mul_(p).masked_fill_(p == 0, 0.0)
+
+
+def divergence_and_grad(log_s: Tensor, log_t: Tensor, divergence: str, beta: float) -> tuple[Tensor, Tensor]:
+    """Per row D(p_T, p_S) (C,) and dD/dz (C, V), z = s / T, from log p_S and log p_T (C, V).
+
+    Overwrites both inputs: the in-place steps allocate at most two more (C, V) tensors (jsd: log M and p_T).
+    """
+    if divergence == "forward_kl":  # D = sum p_T (log p_T - log p_S);  dD/dz = p_S - p_T
+        p_t = log_t.exp()
+        value = masked_(p_t, log_t.sub_(log_s)).sum(-1)
+        return value, log_s.exp_().sub_(p_t)
+    if divergence == "reverse_kl":  # D = sum p_S r, r = log p_S - log p_T;  dD/dz = p_S (r - D)
+        p_s = log_s.exp()
+        p_r = masked_(p_s, log_s.sub_(log_t))
+        value = p_r.sum(-1)
+        return value, p_r.sub_(p_s.mul_(value[:, None]))
+    if divergence == "jsd":  # D = beta KL(p_T||M) + (1 - beta) KL(p_S||M);  dD/dz = (1 - beta) p_S (r - KL(p_S||M))
+        log_m = log_t + math.log(beta)
+        torch.logaddexp(log_m, log_s + math.log1p(-beta), out=log_m)  # log M
+        p_t = log_t.exp()
+        kl_t = masked_(p_t, log_t.sub_(log_m)).sum(-1)
+        del p_t
+        p_s = log_s.exp()
+        p_r = masked_(p_s, log_s.sub_(log_m))  # p_S r, r = log p_S - log M
+        kl_s = p_r.sum(-1)
+        return beta * kl_t + (1.0 - beta) * kl_s, p_r.sub_(p_s.mul_(kl_s[:, None])).mul_(1.0 - beta)
+    if divergence == "tvd":  # D = 1/2 sum |p_S - p_T|;  dD/dz = p_S (g - <p_S, g>), g = sign(p_S - p_T) / 2
+        p_s = log_s.exp_()
+        diff = log_t.exp_().neg_().add_(p_s)
+        value = 0.5 * torch.linalg.vector_norm(diff, ord=1, dim=-1)
+        g = diff.sign_().mul_(0.5)
+        return value, g.sub_((g * p_s).sum(-1, keepdim=True)).mul_(p_s)
+    raise ValueError(f"unknown divergence {divergence!r}")
+
+
+def cross_entropy_and_grad(s: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed CE of the rows and d CE / ds = softmax(s) - onehot(targets). s (C, V), targets (C,)."""
+    log_p = torch.log_softmax(s, dim=-1)
+    ce = -log_p.gather(1, targets[:, None]).sum()
+    grad = log_p.exp_()
+    grad[torch.arange(len(targets), device=s.device), targets] -= 1.0
+    return ce, grad

@@ -1,0 +1,195 @@
+"""A teacher you pay for once: sparse teacher targets for every response token of the training set.
+
+One pass of the frozen teacher over the training split stores, per response token (in dataset
+order, positions as :func:`~distill.data.sequences.at_response_positions` orders them):
+
+    top_k    the k largest teacher logits and their ids (raw logits: any temperature applies later)
+    sampled  k draws from the teacher's distribution at the draw temperature tau (default 2): the
+             distinct ids drawn, their counts and their logits (Sparse Logit Sampling, Anshumann et
+             al. 2025: at T = tau the counts / k are an unbiased estimate of p_T, so the forward-KL
+             gradient is unbiased; other temperatures reweight the draws, see SparseTeacher)
+
+How the missing tail is handled is :class:`~distill.losses.sparse.SparseTeacher`'s: the target
+has no mass off the cached ids, which only forward KL can use (reverse KL, JSD and TVD need the
+teacher's probability of every token, so a cache refuses them).
+
+Files (``<cache_dir>/teacher-logits/<key>/``): ``ids.npy`` (T, k) int32, ``logits.npy`` (T, k)
+float32, ``counts.npy`` (T, k) uint16 (sampled), ``offsets.npy`` (examples + 1) int64 and
+``meta.json``; read memory-mapped. The key hashes the teacher's identity
+(:func:`~distill.teacher.identity.teacher_identity`), the tokenized training split and the settings.
+It is an entry of the project's one disk cache (:mod:`distill.core.disk_cache`): built once under a
+lock, into a temp directory renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distill.core.disk_cache import get_or_build
+from distill.core.errors import is_int, require
+from distill.core.fingerprints import dataset_fingerprint, sha256_json
+from distill.data.sampler import in_dataset_order
+from distill.data.sequences import response_mask
+from distill.inference.forward import frozen_forward
+from distill.losses import DEFAULT_CHUNK_SIZE, Hidden, SparseTeacher, chunk_rows
+from distill.teacher.identity import teacher_identity
+
+MODES = ("top_k", "sampled")
+DEFAULT_SIZE = 16
+DEFAULT_DRAW_TEMPERATURE = 2.0
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """``mode`` (top_k or sampled), ``size`` (k, or draws per token), the sampling ``seed`` and the
+    ``temperature`` the sampled cache draws at."""
+
+    mode: str
+    size: int = DEFAULT_SIZE
+    seed: int = 0
+    temperature: float = DEFAULT_DRAW_TEMPERATURE
+
+    def __post_init__(self) -> None:
+        require(self.mode in MODES, "distiller.teacher_cache", self.mode, f"must be null, {' or '.join(MODES)}")
+        require(is_int(self.size) and 0 < self.size <= 65535, "distiller.teacher_cache_size", self.size,
+                "must be an integer in [1, 65535]")  # fmt: skip
+        ok = isinstance(self.temperature, (int, float)) and self.temperature > 0
+        require(ok, "distiller.teacher_cache_temperature", self.temperature, "must be > 0")
+
+    def key_fields(self) -> dict[str, Any]:
+        return asdict(self) if self.mode == "sampled" else {"mode": self.mode, "size": self.size}
+
+
+def cache_key(identity: str, train_split: Any, settings: CacheSettings) -> str:
+    """The key of a cache: the teacher's identity, the tokenized training split (a ``datasets.Dataset``)
+    and the settings."""
+    return sha256_json({"teacher": identity, "data": dataset_fingerprint(train_split), **settings.key_fields()})[:20]
+
+
+@torch.no_grad()
+def sparse_targets(logits: Tensor, settings: CacheSettings, generator: torch.Generator) -> dict[str, Tensor]:
+    """(N, V) teacher logits -> ``ids``, ``logits`` (N, k) and, for ``sampled``, ``counts`` (N, k)."""
+    logits = logits.float()
+    if settings.mode == "top_k":
+        values, ids = logits.topk(min(settings.size, logits.shape[-1]), dim=-1)
+        return {"ids": ids, "logits": values}
+    p_tau = torch.softmax(logits / settings.temperature, -1)
+    draws = torch.multinomial(p_tau, settings.size, replacement=True, generator=generator)
+    tally = torch.zeros_like(logits).scatter_add_(1, draws, torch.ones_like(draws, dtype=logits.dtype))
+    # the distinct ids drawn first (at most k of them, or V); the rest have count 0
+    counts, ids = tally.topk(min(settings.size, logits.shape[-1]), dim=-1)
+    return {"ids": ids, "logits": logits.gather(1, ids), "counts": counts}
+
+
+class TeacherLogitCache:
+    """A built cache, memory-mapped: :meth:`targets` gives the rows of a batch's examples."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.meta = json.loads((path / "meta.json").read_text())
+        self.ids = np.load(path / "ids.npy", mmap_mode="r")
+        self.logits = np.load(path / "logits.npy", mmap_mode="r")
+        self.counts = np.load(path / "counts.npy", mmap_mode="r") if (path / "counts.npy").exists() else None
+        self.offsets = np.load(path / "offsets.npy")
+
+    @property
+    def settings(self) -> CacheSettings:
+        """The settings it was built with (caches built before ``temperature`` existed drew at T = 1)."""
+        m = self.meta
+        return CacheSettings(m["mode"], m["size"], m.get("seed", 0), m.get("temperature", 1.0))
+
+    @property
+    def bytes_per_token(self) -> int:
+        arrays = [self.ids, self.logits] + ([self.counts] if self.counts is not None else [])
+        return sum(a.dtype.itemsize * a.shape[1] for a in arrays)
+
+    def targets(self, indices: Iterable[int], device: torch.device | str = "cpu") -> SparseTeacher:
+        """The sparse targets of these training examples' response tokens, concatenated in order."""
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in indices])
+
+        def take(array: np.ndarray, dtype: torch.dtype) -> Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array[rows])).to(device=device, dtype=dtype)
+
+        counts = take(self.counts, torch.float32) if self.counts is not None else None
+        tau = self.settings.temperature
+        return SparseTeacher(take(self.ids, torch.long), take(self.logits, torch.float32), counts, tau)
+
+
+# batch -> the teacher's (C, V) logits at its response positions, in order, one chunk of rows at a time
+TargetsFn = Callable[[dict[str, Any]], Iterable[Tensor]]
+
+
+def teacher_logit_chunks(
+    teacher: nn.Module, batch: dict[str, Any], width: int, chunk_size: int | str = DEFAULT_CHUNK_SIZE
+) -> Iterator[Tensor]:
+    """The teacher's logits over its first ``width`` columns at the batch's response positions,
+    ``chunk_size`` rows at a time (:func:`~distill.losses.chunk_rows`; its frozen forward without the
+    full-vocabulary head)."""
+    out = frozen_forward(teacher, batch, "causal_lm", chunked=True).outputs
+    if not isinstance(out, Hidden):
+        yield out[:, :width]
+        return
+    rows = chunk_rows(chunk_size, width)
+    with torch.no_grad():
+        for start in range(0, out.states.shape[0], rows):
+            yield out.head.logits(out.states[start : start + rows], width)
+
+
+def build(path: Path, batches: Iterable[dict[str, Any]], teacher_logits: TargetsFn, settings: CacheSettings,
+          n_examples: int, meta: dict[str, Any]) -> None:  # fmt: skip
+    """One teacher pass over ``batches`` (the training split in order) into the new directory ``path``."""
+    path.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(settings.seed)
+    parts: dict[str, list[np.ndarray]] = {}
+    lengths: list[int] = []
+    with tqdm(total=n_examples, desc="teacher cache", unit="example", dynamic_ncols=True) as bar:
+        for batch in batches:
+            for logits in teacher_logits(batch):
+                for name, values in sparse_targets(logits, settings, generator).items():
+                    parts.setdefault(name, []).append(values.cpu().numpy())
+            lengths += response_mask(batch["labels"]).sum(1).tolist()
+            bar.update(len(batch["labels"]))
+    dtypes = {"ids": np.int32, "logits": np.float32, "counts": np.uint16}
+    for name, chunks in parts.items():
+        np.save(path / f"{name}.npy", np.concatenate(chunks).astype(dtypes[name]))
+    np.save(path / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    (path / "meta.json").write_text(json.dumps({**meta, **asdict(settings), "tokens": int(sum(lengths))}, indent=2))
+
+
+def open_or_build(
+    root: Path, key: str, build_fn: Callable[[Path], None], log: logging.Logger
+) -> tuple[TeacherLogitCache, bool]:
+    """The cache ``root/key``, built by ``build_fn(directory)`` first if missing (under its lock).
+    Returns the cache and whether this call built it."""
+    path = root / key
+    built = get_or_build(path, build_fn, ready=lambda p: (p / "meta.json").exists())
+    cache = TeacherLogitCache(path)
+    what = "built" if built else "reused"
+    log.info(
+        "teacher cache %s: %s (%d tokens, %d bytes per token)", what, path, cache.meta["tokens"], cache.bytes_per_token
+    )
+    return cache, built
+
+
+def cache_for_loader(
+    teacher: nn.Module, loader: Any, settings: CacheSettings, root: Path, width: int, log: logging.Logger
+) -> TeacherLogitCache:
+    """The cache of ``teacher`` over ``loader``'s dataset (read in order; its batches need ``index``)."""
+    ordered = in_dataset_order(loader)
+    key = cache_key(teacher_identity(teacher), ordered.dataset, settings)
+
+    def build_fn(path: Path) -> None:
+        build(path, ordered, lambda b: teacher_logit_chunks(teacher, b, width), settings, len(ordered.dataset),
+              {"width": width})  # fmt: skip
+
+    return open_or_build(root, key, build_fn, log)[0]
