@@ -156,3 +156,21 @@ def test_a_layer_map_that_is_not_pairs_says_what_a_layer_map_is():
     with pytest.raises(ConfigError) as err:
         validate_config(compose("distiller.layer_map=[7]"))
     assert "[student layer, teacher layer] pairs" in str(err.value)
+
+
+@pytest.mark.parametrize("model", [o for o in options("model")])
+def test_a_student_born_from_the_teacher_composes_with_every_model(model):
+    cfg = compose(f"model={model}", "model/student=from_teacher")
+    assert cfg.model.student._target_ == "distill.models.student_from_teacher"
+    assert set(cfg.model.student) == {"_target_", "layers", "n"}  # nothing of another student's node leaks in
+    validate_config(cfg)  # key checks only: hub models are not loaded
+
+
+@pytest.mark.parametrize("model, student", [("smollm2", "smollm2_135m"), ("qwen2.5", "qwen2.5_0.5b")])
+def test_pretrained_pairs_default_to_their_pretrained_student(model, student):
+    cfg = compose(f"model={model}")
+    assert (
+        cfg.model.student.name_or_path
+        == compose(f"model={model}", f"model/student={student}").model.student.name_or_path
+    )
+    assert "Instruct" in cfg.model.student.name_or_path

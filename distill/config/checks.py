@@ -81,6 +81,7 @@ def validate_config(cfg: DictConfig) -> None:
         require(part in cfg.model, f"model.{part}", None, "every model config names a tokenizer, teacher and student")
         check_keys(cfg.model[part], f"model.{part}", RUNTIME_ARGUMENTS["model"])
     check_keys(cfg.model.get("teacher_tokenizer"), "model.teacher_tokenizer")
+    check_keys(cfg.get("peft"), "peft", RUNTIME_ARGUMENTS["peft"])
     check_train(cfg.train)
     check_distiller(cfg.distiller)
     if "lr" in cfg.optimizer:

@@ -33,3 +33,4 @@ class RunSettings:
     data: Any = MISSING
     optimizer: Any = MISSING
     logger: Any = MISSING
+    peft: Any = None  # peft=lora: LoRA adapters on the student (conf/peft/lora.yaml)

@@ -3,6 +3,8 @@ and exits non-zero."""
 
 from __future__ import annotations
 
+import importlib.util
+
 
 class DistillError(Exception):
     """A problem with the user's config, data or models, stated in one line."""
@@ -48,3 +50,9 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message, or its type's name when it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def require_package(name: str, key: str, install: str | None = None) -> None:
+    """One line naming the package to install when ``key`` needs an optional one that is missing."""
+    if importlib.util.find_spec(name) is None:
+        raise ConfigError(f"{key} needs the package {name!r}: {install or f'pip install {name}'}")

@@ -24,6 +24,7 @@ RUNTIME_ARGUMENTS: dict[str, tuple[str, ...]] = {
     # the models, a built teacher-logit cache, and the data's task and generation budget
     "distiller": (*MODEL_ARGUMENTS, "teacher_targets", "task", "max_new_tokens"),
     "logger": ("dir", "run_config", "run_id"),
+    "peft": ("student",),  # the student the adapters go on
 }
 
 

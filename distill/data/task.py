@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from distill.core.errors import require, require_int
+from distill.core.errors import ConfigError, require, require_int
 from distill.core.fingerprints import dataset_fingerprint, sha256_json
 from distill.data.checks import check_columns, ensure_pad_token
 from distill.data.collators import CausalLMCollator, ClassificationCollator
@@ -33,7 +33,9 @@ class TaskData:
             (held out: used once, for the final metrics).
         tokenizer: the shared teacher/student tokenizer (a pad token is set if missing).
         task: ``causal_lm`` (columns prompt/response[/answer]) or ``classification`` (text/label).
-        max_length: longer examples are truncated, with one warning that counts them.
+        max_length: longer examples are truncated, with one warning that counts them; a causal example
+            whose response is cut away entirely is dropped (one line counts them), and a split where
+            none keeps a response token is refused, naming the longest prompt.
         batch_size, eval_batch_size: loader batch sizes.
         max_train_examples: use only the first N training examples (null: all).
         max_eval_examples: validation (and test) examples used (null: all).
@@ -95,13 +97,31 @@ class TaskData:
                 name,
                 self.max_length,
             )
-        return out.remove_columns("truncated")
+        out = out.remove_columns("truncated")
+        return self._drop_empty(out, name) if "prompt_length" in out.column_names else out
+
+    def _drop_empty(self, split: Dataset, name: str) -> Dataset:
+        """Drop the examples whose response ``max_length`` cuts away entirely (one log line); refuse a split
+        where none keeps a response token, naming the longest prompt."""
+        lengths = split["prompt_length"]
+        empty = sum(n >= self.max_length for n in lengths)
+        split = split.remove_columns("prompt_length")
+        if not empty:
+            return split
+        if empty == len(split):
+            raise ConfigError(
+                f"data.max_length={self.max_length} is invalid: no {name} example keeps a response token "
+                f"(the longest prompt has {max(lengths)} tokens); raise data.max_length above the prompts' lengths"
+            )
+        log.warning("%d of %d %s examples keep no response token within data.max_length=%d and were dropped",
+                    empty, len(split), name, self.max_length)  # fmt: skip
+        return split.select([i for i, n in enumerate(lengths) if n < self.max_length])
 
     def _encode_causal(self, rows: dict[str, list]) -> dict[str, list]:
         tok = self.tokenizer
         prompts = tok(rows["prompt"], add_special_tokens=False)["input_ids"]
         responses = tok(rows["response"], add_special_tokens=False)["input_ids"]
-        out: dict[str, list] = {"input_ids": [], "labels": [], "prompt_ids": [], "truncated": []}
+        out: dict[str, list] = {"input_ids": [], "labels": [], "prompt_ids": [], "truncated": [], "prompt_length": []}
         for p, r in zip(prompts, responses):
             r = [*r, tok.eos_token_id]
             ids, labels = p + r, [IGNORE_INDEX] * len(p) + r
@@ -109,6 +129,7 @@ class TaskData:
             out["input_ids"].append(ids[: self.max_length])
             out["labels"].append(labels[: self.max_length])
             out["prompt_ids"].append(p[: self.max_length - 1])
+            out["prompt_length"].append(len(p))
         return out
 
     def _encode_classification(self, rows: dict[str, list]) -> dict[str, list]:

@@ -22,7 +22,7 @@ from distill.core import ranks
 from distill.data.collators import MODEL_KEYS
 from distill.data.sequences import at_response_positions, without_last_token
 from distill.losses import Head, Hidden
-from distill.models.facts import output_layer, unwrap
+from distill.models.facts import base_of, output_layer, unwrap
 
 
 @dataclass
@@ -82,9 +82,10 @@ def forward(
     options: dict[str, Any] = {"output_hidden_states": hidden_states or head is not None}
     if attentions:
         options["output_attentions"] = True
-    if head is not None and _takes(type(core), "logits_to_keep"):
+    signature = type(base_of(core))  # a peft model passes these on to the model it adapts
+    if head is not None and _takes(signature, "logits_to_keep"):
         options["logits_to_keep"] = 1  # the head runs on the last position only; the loss applies it per chunk
-    if _takes(type(core), "use_cache"):
+    if _takes(signature, "use_cache"):
         options["use_cache"] = False  # one pass over whole sequences: a KV cache would only be built and dropped
     out = model(**inputs, **options)
     states = out.hidden_states if hidden_states else None

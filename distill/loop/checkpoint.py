@@ -24,6 +24,7 @@ from torch import nn
 
 from distill.core.disk_cache import write_atomic
 from distill.core.errors import DistillError, first_line
+from distill.models.lora import merged_copy
 
 log = logging.getLogger(__name__)
 CHECKPOINTS, STATE_FILE, WEIGHTS_FILE = "checkpoints", "trainer_state.pt", "student.safetensors"
@@ -128,8 +129,10 @@ def _reason(error: Exception) -> str:
 
 
 def save_student(student: nn.Module, tokenizer: Any, path: Path, weights: dict | None = None) -> None:
-    """The trained student as safetensors: ``save_pretrained`` (+ tokenizer) for HF models.
-    ``weights``: its full state dict when the module itself is sharded (FSDP2)."""
+    """The trained student as safetensors: ``save_pretrained`` (+ tokenizer) for HF models, a LoRA student
+    with its adapters merged (plain transformers loads it). ``weights``: its full state dict when the module
+    itself is sharded (FSDP2)."""
+    student = merged_copy(student)
     try:
         path.mkdir(parents=True, exist_ok=True)
         if hasattr(student, "save_pretrained"):

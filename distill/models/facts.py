@@ -22,6 +22,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, wrappers) else model
 
 
+def is_adapted(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft model (adapters on a base model, :mod:`distill.models.lora`)."""
+    return hasattr(model, "get_base_model") and hasattr(model, "peft_config")
+
+
+def base_of(model: nn.Module) -> nn.Module:
+    """The transformers model inside a wrapper (DDP) and inside a peft model, or the model itself."""
+    model = unwrap(model)
+    return model.get_base_model() if is_adapted(model) else model
+
+
 def output_layer(model: nn.Module) -> nn.Module | None:
     """The model's output embeddings (an LM head), or None (a classifier, or not a transformers model)."""
     model = unwrap(model)
@@ -109,7 +120,9 @@ def check_model_fits(model: nn.Module, key: str, max_length: int, node_keys: Any
 
 def layers_with_name(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The model's transformer layers and their dotted name in ``model.named_modules()``: the first of
-    ``base_model.<LAYER_PATHS>`` that is an ``nn.ModuleList`` of ``config.num_hidden_layers`` modules."""
+    ``base_model.<LAYER_PATHS>`` that is an ``nn.ModuleList`` of ``config.num_hidden_layers`` modules (of the
+    model inside a peft model, named as there)."""
+    model = base_of(model)
     config = getattr(model, "config", None)
     expected = getattr(config, "num_hidden_layers", None)
     base = getattr(model, "base_model", model)

@@ -93,13 +93,16 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 def build_student(cfg: DictConfig, tokenizer: Any, data: TaskData, teacher: TeacherSource) -> nn.Module:
     """The student from ``set_seed(cfg.seed)``, checked against the data before any teacher is loaded
-    (unless its constructor takes the ``teacher``, as :func:`distill.models.student_from_teacher` does)."""
+    (unless its constructor takes the ``teacher``, as :func:`distill.models.student_from_teacher` does), with
+    the ``peft`` group's adapters when one is chosen."""
     available: dict[str, Any] = {"tokenizer": tokenizer, "data": data}
     if "teacher" in runtime_kwargs(cfg.model.student, {"teacher": None}):
         available["teacher"] = teacher.model()
     set_seed(cfg.seed)
     student = build(cfg.model.student, **runtime_kwargs(cfg.model.student, available))
     check_model_fits(student, "model.student", data.max_length, cfg.model.student)
+    if cfg.get("peft") is not None:  # adapters on the student (peft=lora): only they train
+        student = build(cfg.peft, **runtime_kwargs(cfg.peft, {"student": student}))
     return student
 
 
