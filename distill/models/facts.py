@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from distill.core.errors import ConfigError, require
 
@@ -14,6 +19,13 @@ from distill.core.errors import ConfigError, require
 # RoBERTa; OPT.
 LAYER_PATHS = ("layers", "h", "encoder.layer", "decoder.layers")
 SUPPORTED = "BERT-family encoders, GPT-2, Llama and Qwen2 decoders"
+AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "classification": AutoModelForSequenceClassification}
+
+
+def auto_class(task: str) -> Any:
+    """The transformers auto class of a task (``causal_lm`` or ``classification``)."""
+    require(task in AUTO_CLASSES, "model task", task, f"must be one of {', '.join(AUTO_CLASSES)}")
+    return AUTO_CLASSES[task]
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -17,24 +17,17 @@ from typing import Any
 
 from transformers import (
     AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.utils import logging as transformers_logging
 
-from distill.core.errors import ConfigError, DistillError, first_line, require
+from distill.core.errors import ConfigError, DistillError, first_line
+from distill.models.facts import auto_class
+from distill.models.gguf import gguf_checkpoint, package_dir
 
 log = logging.getLogger(__name__)
-
-AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "classification": AutoModelForSequenceClassification}
-
-
-def auto_class(task: str) -> Any:
-    require(task in AUTO_CLASSES, "model task", task, f"must be one of {', '.join(AUTO_CLASSES)}")
-    return AUTO_CLASSES[task]
 
 
 def from_config(
@@ -97,14 +90,17 @@ def load_pretrained(
     trust_remote_code: bool = False,
     revision: str | None = None,
     dtype: str | None = None,
+    gguf_file: str | None = None,
     **config_overrides: Any,
 ) -> Loaded:
     """``AutoModelFor<task>.from_pretrained`` (safetensors only) with what it initialised fresh.
 
     Uses ``output_loading_info=True``: ``missing_keys`` are the fresh parameters, ``unexpected_keys``
-    the unused checkpoint tensors. Errors are one line.
+    the unused checkpoint tensors. Errors are one line. With ``gguf_file``, the GGUF file in
+    ``name_or_path`` converted once to safetensors (:mod:`distill.models.gguf`).
     """
     auto = auto_class(task)
+    name_or_path = checkpoint_path(name_or_path, gguf_file, task)
     local = _looks_like_path(name_or_path)
     if local and not Path(name_or_path).expanduser().exists():
         raise DistillError(f"model path {name_or_path} does not exist")
@@ -159,23 +155,39 @@ def pretrained(
     trust_remote_code: bool = False,
     revision: str | None = None,
     dtype: str | None = None,
+    gguf_file: str | None = None,
     **config_overrides: Any,
 ) -> PreTrainedModel:
-    """``AutoModelFor<task>.from_pretrained`` from a local directory or hub id, safetensors only.
+    """``AutoModelFor<task>.from_pretrained`` from a local directory, a hub id, a GGUF file in either
+    (``gguf_file``), or a package's directory (``package:<name>``), safetensors only.
 
     ``config_overrides`` go to the config (e.g. ``num_labels=2``, or ``num_hidden_layers=6`` to
     keep a model's first six layers). ``dtype`` is e.g. ``bfloat16``; default float32. Weights the
     checkpoint lacks (a new head) are listed in one log line instead of transformers' load report.
     """
-    loaded = load_pretrained(name_or_path, task, trust_remote_code, revision, dtype, **config_overrides)
+    loaded = load_pretrained(name_or_path, task, trust_remote_code, revision, dtype, gguf_file, **config_overrides)
     if loaded.fresh:
         log.warning("%s", load_summary(name_or_path, loaded))
     return loaded.model
 
 
-def pretrained_dir(name_or_path: str, revision: str | None = None, **_: Any) -> Path | None:
+def checkpoint_path(
+    name_or_path: str, gguf_file: str | None = None, task: str = "causal_lm", key: str = "model"
+) -> str:
+    """What ``from_pretrained`` reads: a package's directory for ``package:<name>``, the converted directory
+    of a GGUF file, else ``name_or_path`` itself."""
+    if gguf_file:
+        return str(gguf_checkpoint(name_or_path, gguf_file, task, key))
+    return package_dir(name_or_path, f"{key}.name_or_path")
+
+
+def pretrained_dir(
+    name_or_path: str, revision: str | None = None, gguf_file: str | None = None, task: str = "causal_lm", **_: Any
+) -> Path | None:
     """Where :func:`pretrained` reads ``name_or_path``'s files from, without loading the model: the
-    local directory, or the hub snapshot already in the local cache (None if it is not there)."""
+    local directory (a GGUF file's converted one), or the hub snapshot already in the local cache (None
+    if it is not there)."""
+    name_or_path = checkpoint_path(name_or_path, gguf_file, task)
     if _looks_like_path(name_or_path):
         path = Path(name_or_path).expanduser()
         return path if path.is_dir() else None
@@ -188,9 +200,11 @@ def pretrained_dir(name_or_path: str, revision: str | None = None, **_: Any) -> 
 
 
 def pretrained_tokenizer(
-    name_or_path: str, trust_remote_code: bool = False, revision: str | None = None
+    name_or_path: str, trust_remote_code: bool = False, revision: str | None = None, gguf_file: str | None = None
 ) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained`` with one-line errors."""
+    """``AutoTokenizer.from_pretrained`` with one-line errors (``gguf_file``: the tokenizer converted with its
+    GGUF model, :mod:`distill.models.gguf`)."""
+    name_or_path = checkpoint_path(name_or_path, gguf_file, key="model.tokenizer")
     if _looks_like_path(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise DistillError(f"tokenizer path {name_or_path} does not exist")
     try:

@@ -48,7 +48,9 @@ def weights_dir(node: DictConfig, available: dict[str, Any]) -> Path | None:
     """Where the teacher's files are, without loading it (None: unknown for this constructor)."""
     target = get_object(node._target_)
     if target is pretrained:
-        return pretrained_dir(node.name_or_path, node.get("revision"))
+        return pretrained_dir(
+            node.name_or_path, node.get("revision"), node.get("gguf_file"), node.get("task", "causal_lm")
+        )
     if target is load_or_train_teacher:  # trains it first if needed, under its lock
         kwargs = runtime_kwargs(node, available)
         options = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}

@@ -30,8 +30,8 @@ from distill.core.disk_cache import get_or_build
 from distill.core.errors import ConfigError, require
 from distill.core.fingerprints import files_fingerprint, sha256_json, tokenizer_fingerprint
 from distill.data import TaskData
-from distill.models.facts import check_model_fits, num_parameters
-from distill.models.loading import AUTO_CLASSES, compact_names, from_config, load_pretrained
+from distill.models.facts import AUTO_CLASSES, check_model_fits, num_parameters
+from distill.models.loading import checkpoint_path, compact_names, from_config, load_pretrained
 
 log = logging.getLogger(__name__)
 # Trains a model on the data's training split for a recipe, in place: (model, tokenizer, data, recipe,
@@ -69,9 +69,11 @@ def pretrained_teacher(
     trust_remote_code: bool = False,
     progress: bool = True,
     fit_teacher: FitTeacher | None = None,
+    gguf_file: str | None = None,
     **config_overrides: Any,
 ) -> PreTrainedModel:
-    """A pretrained teacher (hub id or local directory) that never teaches from fresh weights.
+    """A pretrained teacher (hub id, local directory, a GGUF file in either, or ``package:<name>``) that never
+    teaches from fresh weights.
 
     ``fine_tune=False``: the checkpoint as it is; one whose weights are not all in the checkpoint
     (e.g. ``classifier.weight`` of a base model loaded for classification) is refused with one line
@@ -84,6 +86,8 @@ def pretrained_teacher(
     task = task or data.task
     require(task == data.task, "model.teacher.task", task, f"must be the data's task, {data.task}")
     load = dict(task=task, revision=revision, trust_remote_code=trust_remote_code, **config_overrides)
+    if gguf_file:
+        load["gguf_file"] = gguf_file
     if fine_tune:
         path = fine_tuned_dir(name_or_path, load, tokenizer, data, recipe, cache_dir, progress, fit_teacher)
         return AUTO_CLASSES[task].from_pretrained(path, use_safetensors=True)
@@ -114,7 +118,8 @@ def fine_tuned_dir(
     allowed = f"fine_tune=true needs a recipe with {', '.join(RECIPE_KEYS)} (optionally {optional})"
     require(ok, "model.teacher.recipe", recipe, allowed)
     recipe = dict(recipe or {})
-    local = Path(name_or_path).expanduser()  # a local checkpoint is known by its files, a hub one by its id
+    source = checkpoint_path(name_or_path, load.get("gguf_file"), load.get("task", "causal_lm"), "model.teacher")
+    local = Path(source).expanduser()  # a local checkpoint is known by its files, a hub one by its id
     base = files_fingerprint(local) if local.is_dir() else {"name": name_or_path, "revision": load.get("revision")}
     spec = {"base": base, "load": load, "recipe": recipe}
 
