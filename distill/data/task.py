@@ -1,7 +1,9 @@
 """``TaskData``: one preprocessing path from a ``datasets.DatasetDict`` to PyTorch loaders.
 
-Causal LM data has columns ``prompt``, ``response`` and (optionally) ``answer``; a training
-example is ``prompt + response + eos`` labelled on the response (see :mod:`distill.data.sequences`).
+Causal LM data has columns ``prompt``, ``response`` and (optionally) ``answer``, or ``messages``
+(conversations); a training example is ``prompt + response + eos`` labelled on the response (see
+:mod:`distill.data.sequences`), with a chat template the rendered prompt and the assistant turn up to
+its end-of-turn token (:mod:`distill.data.rendering`).
 Classification data has ``text`` and ``label`` columns.
 """
 
@@ -18,6 +20,7 @@ from distill.core.errors import ConfigError, require, require_int
 from distill.core.fingerprints import dataset_fingerprint, sha256_json
 from distill.data.checks import check_columns, ensure_pad_token
 from distill.data.collators import CausalLMCollator, ClassificationCollator
+from distill.data.rendering import end_of_turn, render, set_end_of_response, use_chat_template
 from distill.data.sampler import EpochSampler
 from distill.data.sequences import IGNORE_INDEX
 
@@ -41,6 +44,9 @@ class TaskData:
         max_eval_examples: validation (and test) examples used (null: all).
         max_new_tokens: generation budget at evaluation, for causal LMs.
         num_workers: DataLoader worker processes.
+        chat_template: ``auto`` (the tokenizer's chat template when it has one), ``true`` or ``false``:
+            prompts rendered by the template, responses ending with its end-of-turn token
+            (:mod:`distill.data.rendering`); a ``messages`` column (role/content turns) needs it.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class TaskData:
         max_eval_examples: int | None = 256,
         max_new_tokens: int = 64,
         num_workers: int = 0,
+        chat_template: str | bool = "auto",
     ) -> None:
         require(task in TASKS, "data.task", task, f"must be one of {', '.join(TASKS)}")
         for key, value in [
@@ -69,9 +76,14 @@ class TaskData:
         self.task, self.tokenizer = task, ensure_pad_token(tokenizer)
         self.max_length, self.max_new_tokens = max_length, max_new_tokens
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        check_columns(
-            source, ("train", "validation"), ("prompt", "response") if task == "causal_lm" else ("text", "label")
-        )
+        self.chat = task == "causal_lm" and use_chat_template(self.tokenizer, chat_template)
+        check_columns(source, ("train", "validation"), required_columns(source, task))
+        if "messages" in source["train"].column_names and not self.chat:
+            raise ConfigError(f"data.chat_template={chat_template!r} is invalid: a messages column needs a chat "
+                              "template (the tokenizer has none, or it is switched off)")  # fmt: skip
+        if self.chat:  # prompts rendered by the template; a response ends with its end-of-turn token
+            source = render(source, self.tokenizer)
+            set_end_of_response(self.tokenizer, end_of_turn(self.tokenizer))
         self.raw = source
         encode = self._encode_causal if task == "causal_lm" else self._encode_classification
         self.train = self._tokenize(_first(source["train"], max_train_examples), encode, "train")
@@ -170,6 +182,13 @@ class TaskData:
         if self.test is None:
             return None
         return DataLoader(self.test, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collator)
+
+
+def required_columns(source: DatasetDict, task: str) -> tuple[str, ...]:
+    """The columns a split needs: prompt and response, or messages (causal LM); text and label (classifier)."""
+    if task == "classification":
+        return ("text", "label")
+    return ("messages",) if "messages" in source["train"].column_names else ("prompt", "response")
 
 
 def _first(split: Dataset, n: int | None) -> Dataset:
