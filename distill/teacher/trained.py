@@ -118,7 +118,7 @@ def fine_tuned_dir(
     allowed = f"fine_tune=true needs a recipe with {', '.join(RECIPE_KEYS)} (optionally {optional})"
     require(ok, "model.teacher.recipe", recipe, allowed)
     recipe = dict(recipe or {})
-    source = checkpoint_path(name_or_path, load.get("gguf_file"), load.get("task", "causal_lm"), "model.teacher")
+    source = checkpoint_path(name_or_path, load.get("gguf_file"), load.get("task", "causal_lm"))
     local = Path(source).expanduser()  # a local checkpoint is known by its files, a hub one by its id
     base = files_fingerprint(local) if local.is_dir() else {"name": name_or_path, "revision": load.get("revision")}
     spec = {"base": base, "load": load, "recipe": recipe}
