@@ -118,6 +118,8 @@ def test_hydra_refuses_types_and_unknown_keys(override, error):
         (["distiller=language", "distiller.top_p=0"], "distiller.top_p"),
         (["distiller.chunk_size=-1"], "distiller.chunk_size"),
         (["distiller.teacher_cache=top_k", "distiller.teacher_cache_size=0"], "distiller.teacher_cache_size"),
+        (["distiller.teacher_cache_size=0"], "distiller.teacher_cache_size"),
+        (["distiller.teacher_cache_temperature=0"], "distiller.teacher_cache_temperature"),
         (["distiller.teacher_cache=top_k", "distiller.divergence=jsd"], "distiller.divergence"),
         (["distiller.teacher_cache=all"], "distiller.teacher_cache"),
         (["distiller.layer_map=[7]"], "distiller.layer_map"),

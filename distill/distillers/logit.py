@@ -21,6 +21,7 @@ from distill.teacher.logit_cache import (
     CacheSettings,
     TeacherLogitCache,
     cache_for_loader,
+    check_size_and_temperature,
 )
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ class LogitDistiller(Distiller):
         super().check_config(options)
         o = cls.with_defaults(options)
         objective = call_with(logit_objective, o)
-        if o["teacher_cache"] is not None:
-            check_cache(o["teacher_cache"], o["teacher_cache_size"], o["teacher_cache_temperature"], objective, None)
+        check_cache(o["teacher_cache"], o["teacher_cache_size"], o["teacher_cache_temperature"], objective, None)
         call_with(check_layer_options, o)
 
     def prepare(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None) -> None:
@@ -139,7 +139,9 @@ def logit_objective(alpha: float, divergence: str, temperature: float, beta: flo
 def check_cache(
     mode: str | None, size: int, draw_temperature: float, objective: Objective, built: TeacherLogitCache | None
 ) -> CacheSettings | None:
-    """The cache settings, refusing what a sparse cache cannot do, in one line each."""
+    """The cache settings, refusing what a sparse cache cannot do, in one line each (its size and draw
+    temperature are checked even when no cache is on: a typo should not wait for a later run)."""
+    check_size_and_temperature(size, draw_temperature)
     if mode is None and built is None:
         return None
     settings = built.settings if mode is None else CacheSettings(mode, size, temperature=draw_temperature)

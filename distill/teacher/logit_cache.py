@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill.core.disk_cache import get_or_build
-from distill.core.errors import is_int, require
+from distill.core.errors import is_int, is_number, require
 from distill.core.fingerprints import dataset_fingerprint, sha256_json
 from distill.data.sampler import in_dataset_order
 from distill.data.sequences import response_mask
@@ -61,13 +61,18 @@ class CacheSettings:
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "distiller.teacher_cache", self.mode, f"must be null, {' or '.join(MODES)}")
-        require(is_int(self.size) and 0 < self.size <= 65535, "distiller.teacher_cache_size", self.size,
-                "must be an integer in [1, 65535]")  # fmt: skip
-        ok = isinstance(self.temperature, (int, float)) and self.temperature > 0
-        require(ok, "distiller.teacher_cache_temperature", self.temperature, "must be > 0")
+        check_size_and_temperature(self.size, self.temperature)
 
     def key_fields(self) -> dict[str, Any]:
         return asdict(self) if self.mode == "sampled" else {"mode": self.mode, "size": self.size}
+
+
+def check_size_and_temperature(size: object, temperature: object) -> None:
+    """``teacher_cache_size`` and ``teacher_cache_temperature``, checked whether or not a cache is on."""
+    require(is_int(size) and 0 < size <= 65535, "distiller.teacher_cache_size", size,  # type: ignore[operator]
+            "must be an integer in [1, 65535]")  # fmt: skip
+    ok = is_number(temperature) and temperature > 0  # type: ignore[operator]
+    require(ok, "distiller.teacher_cache_temperature", temperature, "must be > 0")
 
 
 def cache_key(identity: str, train_split: Any, settings: CacheSettings) -> str:
