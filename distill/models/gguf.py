@@ -19,7 +19,7 @@ from pathlib import Path
 
 from distill.core.disk_cache import cache_dir, get_or_build
 from distill.core.errors import ConfigError, DistillError, first_line, require_package
-from distill.core.fingerprints import sha256_json
+from distill.core.fingerprints import files_fingerprint, sha256_json
 from distill.models.facts import auto_class
 
 log = logging.getLogger(__name__)
@@ -44,21 +44,11 @@ def gguf_checkpoint(name_or_path: str, gguf_file: str, task: str = "causal_lm") 
     source = Path(package_dir(name_or_path)).expanduser() / gguf_file
     if not source.is_file():
         raise ConfigError(f"gguf_file={gguf_file!r} is invalid: {source} does not exist")
-    digest = _file_digest(source)
+    digest = files_fingerprint(source.parent, (source.name,))  # its name, size and bytes
     path = cache_dir(sub="gguf") / sha256_json({"file": digest, "task": task})[:20]
     if get_or_build(path, lambda tmp: _convert(source, task, tmp), ready=lambda p: (p / "config.json").exists()):
         log.info("converted %s to safetensors in %s (later runs load it from there)", source.name, path)
     return path
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _convert(source: Path, task: str, out: Path) -> None:
