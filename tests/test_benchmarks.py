@@ -45,3 +45,11 @@ def test_big_vocab_memory_prints_both_peaks_and_a_trace():
     assert "variant       chunk_size  peak RSS GB" in out
     assert "chunked " in out and "materialised " in out and "target: chunked peak RSS" in out
     assert "[rss] training step 1" in out and "[rss]   evaluation: forward" in out  # the traced what-if run
+
+
+def test_kd_signal_prints_entropies_and_gradient_shares():
+    out = bench("kd_signal", "--steps", "2", "--batches", "1", "experiment=smoke")
+    assert "teacher entropy per response position" in out and "the teacher's top token is the gold token" in out
+    for when in ("at init", "after 2 steps"):
+        for t in ("1", "2", "4"):
+            assert f"{when}".ljust(16) + f" T = {t}: |g_KD|" in out

@@ -70,7 +70,7 @@ def assert_same(got: tuple, want: tuple) -> None:
 @pytest.mark.parametrize(("width", "v_t", "bias"), [(None, V_S, True), (9, V_T, False), (V_S, V_T, True)])
 def test_dense_matches_objective_loss(divergence, temperature, width, v_t, bias):
     x = make(seed=len(divergence) + int(temperature * 10), bias=bias, v_t=v_t)
-    objective = Objective(kd_weight=0.7, ce_weight=0.3, divergence=divergence, temperature=temperature, beta=0.3)
+    objective = Objective(0.7, 0.3, divergence, temperature, beta=0.3, skew=0.2)
     assert_same(chunked(x, objective, width), reference(x, objective, width))
 
 
@@ -221,7 +221,7 @@ def test_sparse_weights_at_temperature_one():
     torch.testing.assert_close(sampled.weights(3.0).sum(-1), torch.ones(N))
 
 
-@pytest.mark.parametrize("divergence", ["reverse_kl", "jsd", "tvd"])
+@pytest.mark.parametrize("divergence", ["reverse_kl", "jsd", "tvd", "skew_reverse_kl"])
 def test_sparse_teacher_needs_forward_kl(divergence):
     x = make(seed=12)
     with pytest.raises(ValueError, match="forward_kl"):
@@ -316,3 +316,35 @@ def test_validation_loss_takes_the_chunked_path_and_agrees(tok):
     materialised, _ = evaluate_model(model, data.val_loader(), tok, task="causal_lm", generate=False)
     assert heads_called and all(shape[1] == 1 for shape in heads_called)  # the model's head: one position only
     assert math.isclose(chunked["loss"], materialised["loss"], rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+@pytest.mark.parametrize("width", [None, 9])
+def test_sparse_skewed_forward_kl_matches_its_reference(sampled, temperature, width):
+    x = make(seed=21 + int(temperature), v_t=V_S)
+    teacher = sparse_teacher(seed=22, sampled=sampled)
+    objective = Objective(kd_weight=0.6, ce_weight=0.4, divergence="skew_forward_kl", temperature=temperature, skew=0.3)
+    logits = x["h"] @ x["w"].T + x["b"]
+    kd = sparse_kd_loss(logits, teacher, temperature, width, skew=0.3)
+    ce = torch.nn.functional.cross_entropy(logits, x["y"])
+    want = {"kd": kd, "ce": ce, "loss": 0.6 * kd + 0.4 * ce}
+    grads = torch.autograd.grad(want["loss"], student_params(x))
+    assert_same(chunked(x, objective, width, teacher=teacher), (want, grads))
+    torch.testing.assert_close(objective_loss(logits, teacher, x["y"], objective, width)["kd"], kd)  # materialised
+
+
+def test_sparse_skewed_forward_kl_by_hand_in_float64():
+    """Teacher w = (3/4, 1/4) on ids 0, 1 of 3 tokens, a uniform student, s = 1/2, T = 1:
+    M = (13/24, 7/24), kd = sum w log(w / M); against the float64 autograd of the same expression."""
+    hidden = torch.zeros(1, 3, requires_grad=True)
+    teacher = SparseTeacher(torch.tensor([[0, 1]]), torch.tensor([[math.log(3), 0.0]]))
+    objective = Objective(kd_weight=1.0, ce_weight=0.0, divergence="skew_forward_kl", skew=0.5)
+    parts = chunked_objective_loss(hidden, Head(torch.eye(3)), teacher, None, objective)
+    want = 0.75 * math.log(0.75 / (13 / 24)) + 0.25 * math.log(0.25 / (7 / 24))
+    assert math.isclose(float(parts["kd"]), want, rel_tol=1e-6)
+    parts["loss"].backward()
+    z = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    p, w = torch.softmax(z, -1), torch.tensor([0.75, 0.25], dtype=torch.float64)
+    (w * (w.log() - (0.5 * w + 0.5 * p[:2]).log())).sum().backward()
+    torch.testing.assert_close(hidden.grad[0], z.grad.float())

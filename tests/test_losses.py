@@ -22,9 +22,15 @@ def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (p * (np.log(p) - np.log(q))).sum(-1)
 
 
-def reference(s: np.ndarray, t: np.ndarray, mask, divergence: str, temperature: float, beta: float) -> float:
+def reference(
+    s: np.ndarray, t: np.ndarray, mask, divergence: str, temperature: float, beta: float, skew: float = 0.2
+) -> float:
     ps, pt = _softmax(s, temperature), _softmax(t, temperature)
-    if divergence == "forward_kl":
+    if divergence == "skew_forward_kl":  # KL(p_T || s p_T + (1 - s) p_S)
+        d = _kl(pt, skew * pt + (1 - skew) * ps)
+    elif divergence == "skew_reverse_kl":  # KL(p_S || s p_S + (1 - s) p_T)
+        d = _kl(ps, skew * ps + (1 - skew) * pt)
+    elif divergence == "forward_kl":
         d = _kl(pt, ps)
     elif divergence == "reverse_kl":
         d = _kl(ps, pt)
@@ -57,6 +63,7 @@ def test_matches_reference(divergence, temperature, shape, masked):
         divergence=divergence,
         temperature=temperature,
         beta=beta,
+        skew=0.2,
     )
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(reference(s, t, mask, divergence, temperature, beta), abs=1e-5, rel=1e-5)
@@ -181,3 +188,22 @@ def test_objective_refuses_degenerate_settings(kwargs, key):
 def test_objective_with_nothing_to_optimise_is_an_error():
     with pytest.raises(ValueError, match="no term"):
         objective_loss(_logits(2, 3, seed=6), None, None, Objective())
+
+
+def test_skewed_kls_by_hand_and_their_limits():
+    """Two tokens, p_T = (3/4, 1/4), p_S = (1/4, 3/4), s = 1/2: M = (1/2, 1/2) for both skewed KLs, so each is
+    (3/4) log(3/2) + (1/4) log(1/2); s -> 0 gives the plain KLs back."""
+    teacher, student = torch.tensor([[math.log(3), 0.0]]), torch.tensor([[0.0, math.log(3)]])
+    want = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    for divergence in ("skew_forward_kl", "skew_reverse_kl"):
+        got = distillation_loss(student, teacher, divergence=divergence, skew=0.5)
+        assert got.item() == pytest.approx(want, rel=1e-6)
+        plain = divergence.removeprefix("skew_")
+        near = distillation_loss(student, teacher, divergence=divergence, skew=1e-6)
+        assert near.item() == pytest.approx(distillation_loss(student, teacher, divergence=plain).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("skew", [0, 1, -0.1, 1.5, "x"])
+def test_skew_outside_the_open_interval_is_refused(skew):
+    with pytest.raises(ConfigError, match=r"^distiller.skew=.* is invalid: must be in the open interval \(0, 1\)"):
+        Objective(kd_weight=1.0, divergence="skew_reverse_kl", skew=skew)

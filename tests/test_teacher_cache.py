@@ -138,7 +138,7 @@ def test_a_half_written_cache_is_never_used(tmp_path):
 def test_cache_refuses_what_it_cannot_do(tok):
     teacher, student = gpt2(tok, 0), gpt2(tok, 1)
     for divergence in ("reverse_kl", "jsd", "tvd"):
-        with pytest.raises(ConfigError, match="supports forward_kl only"):
+        with pytest.raises(ConfigError, match="supports forward_kl and skew_forward_kl only"):
             LogitDistiller(student, teacher, tok, divergence=divergence, teacher_cache="top_k")
     with pytest.raises(ConfigError, match=r"distiller\.teacher_cache"):
         LogitDistiller(student, teacher, tok, teacher_cache="all")

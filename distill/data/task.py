@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from distill.core.errors import ConfigError, require, require_int
+from distill.core.errors import ConfigError, DataError, is_number, require, require_int
 from distill.core.fingerprints import dataset_fingerprint, sha256_json
 from distill.data.checks import check_columns, ensure_pad_token
 from distill.data.collators import CausalLMCollator, ClassificationCollator
@@ -47,6 +47,14 @@ class TaskData:
         chat_template: ``auto`` (the tokenizer's chat template when it has one), ``true`` or ``false``:
             prompts rendered by the template, responses ending with its end-of-turn token
             (:mod:`distill.data.rendering`); a ``messages`` column (role/content turns) needs it.
+        labelled_fraction: in (0, 1]; causal LM data only. The first ``round(f * n)`` training
+            examples keep their gold response (at least one); the others are prompts only. ``train``
+            (what the student learns from) is the labelled part until :meth:`fill_unlabelled` gives the
+            other prompts responses (a teacher's: :func:`distill.teacher.label_unlabelled`).
+
+    ``task_train`` is the task's whole labelled training split (what a teacher trained here learns
+    from, and what keys it); ``train`` is the student's training set, the same object at
+    ``labelled_fraction=1``.
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class TaskData:
         max_new_tokens: int = 64,
         num_workers: int = 0,
         chat_template: str | bool = "auto",
+        labelled_fraction: float = 1.0,
     ) -> None:
         require(task in TASKS, "data.task", task, f"must be one of {', '.join(TASKS)}")
         for key, value in [
@@ -73,6 +82,9 @@ class TaskData:
             require_int(f"data.{key}", value)
         for key, value in [("max_train_examples", max_train_examples), ("max_eval_examples", max_eval_examples)]:
             require_int(f"data.{key}", value, none_ok=True)
+        f = labelled_fraction
+        require(is_number(f) and 0 < f <= 1, "data.labelled_fraction", f, "must be in (0, 1]")  # type: ignore[operator]
+        require(f == 1 or task == "causal_lm", "data.labelled_fraction", f, "below 1 needs causal_lm data")
         self.task, self.tokenizer = task, ensure_pad_token(tokenizer)
         self.max_length, self.max_new_tokens = max_length, max_new_tokens
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -86,8 +98,10 @@ class TaskData:
             set_end_of_response(self.tokenizer, end_of_turn(self.tokenizer))
         self.raw = source
         encode = self._encode_causal if task == "causal_lm" else self._encode_classification
-        self.train = self._tokenize(_first(source["train"], max_train_examples), encode, "train")
-        self.train = self.train.add_column("index", list(range(len(self.train))))  # keys the teacher cache
+        train = self._tokenize(_first(source["train"], max_train_examples), encode, "train")
+        self.task_train = train.add_column("index", list(range(len(train))))  # the index keys the teacher cache
+        self.num_labelled = max(1, round(f * len(train)))
+        self.train = self.task_train if f == 1 else self.task_train.select(range(self.num_labelled))
         self.validation = self._tokenize(_first(source["validation"], max_eval_examples), encode, "validation")
         self.test = (
             self._tokenize(_first(source["test"], max_eval_examples), encode, "test") if "test" in source else None
@@ -150,19 +164,52 @@ class TaskData:
         out["truncated"] = [len(v) > self.max_length for v in enc["input_ids"]]
         return out
 
+    def unlabelled_prompts(self) -> dict[str, list[int]]:
+        """The training prompts without a gold response (``labelled_fraction`` < 1): text -> token ids."""
+        if self.num_labelled == len(self.task_train):
+            return {}
+        rest = self.task_train.select(range(self.num_labelled, len(self.task_train)))
+        return dict(zip(rest["prompt"], rest["prompt_ids"]))
+
+    def fill_unlabelled(self, responses: dict[str, list[int]]) -> None:
+        """Train the student on every training prompt: the labelled examples as they are, each other
+        prompt with ``responses[prompt]`` (token ids ending with the end-of-response token when the
+        writer stopped; cut at ``max_length``) as its response, whose text replaces the gold one and
+        whose ``answer`` is emptied (nothing of the gold label is left in an unlabelled row)."""
+        missing = self.unlabelled_prompts().keys() - responses.keys()
+        if missing:
+            raise DataError(f"{len(missing)} unlabelled prompts have no response, e.g. {sorted(missing)[0]!r}")
+        labelled = self.task_train.select(range(self.num_labelled))
+        rest = self.task_train.select(range(self.num_labelled, len(self.task_train)))
+        cols, eos, unstopped = rest.to_dict(), self.tokenizer.eos_token_id, 0
+        for j, (text, prompt) in enumerate(zip(cols["prompt"], cols["prompt_ids"])):
+            response = list(responses[text])
+            unstopped += not response or response[-1] != eos
+            cols["input_ids"][j] = (prompt + response)[: self.max_length]
+            cols["labels"][j] = ([IGNORE_INDEX] * len(prompt) + response)[: self.max_length]
+            cols["response"][j] = self.tokenizer.decode(response, skip_special_tokens=True)
+            if "answer" in cols:
+                cols["answer"][j] = ""
+        self.train = concatenate_datasets([labelled, Dataset.from_dict(cols, features=rest.features)])
+        n = len(self.train) - self.num_labelled
+        log.info("training set: %d labelled examples and %d prompts with a teacher's response", self.num_labelled, n)
+        if unstopped:
+            log.warning("%d of %d filled responses never reached the end-of-response token", unstopped, n)
+
     def fingerprint(self, split: str = "train") -> str:
         """sha256 of what a split feeds a model: task, max_length and every token and label."""
         return sha256_json(
             {"task": self.task, "max_length": self.max_length, "data": dataset_fingerprint(getattr(self, split))}
         )
 
-    def train_loader(self, seed: int = 0, batch_size: int | None = None) -> DataLoader:
-        """Shuffled training loader whose sampler (an :class:`EpochSampler`) can be repositioned."""
-        size = batch_size or self.batch_size
+    def train_loader(self, seed: int = 0, batch_size: int | None = None, split: str = "train") -> DataLoader:
+        """Shuffled loader of ``split`` (``train``, or ``task_train`` for a teacher) whose sampler (an
+        :class:`EpochSampler`) can be repositioned."""
+        size, dataset = batch_size or self.batch_size, getattr(self, split)
         return DataLoader(
-            self.train,
+            dataset,
             batch_size=size,
-            sampler=EpochSampler(len(self.train), seed=seed, batch_size=size),
+            sampler=EpochSampler(len(dataset), seed=seed, batch_size=size),
             collate_fn=self.collator,
             num_workers=self.num_workers,
             drop_last=False,

@@ -54,6 +54,7 @@ class LanguageDistiller(Distiller):
         kd_weight: float = 0.0,
         divergence: str = "forward_kl",
         beta: float = 0.5,
+        skew: float = 0.1,
         cache_dir: str | None = None,
         generation_batch_size: int = 128,
         seed: int = 0,
@@ -63,7 +64,7 @@ class LanguageDistiller(Distiller):
         max_new_tokens = self.with_defaults(base)["max_new_tokens"]
         settings, self.on_teacher_text, self.on_dataset = language_objectives(
             alpha, kd_weight, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p, num_samples,
-            seed,
+            seed, skew,
         )  # fmt: skip
         if alpha == 0 and kd_weight == 0:
             log.warning(
@@ -101,7 +102,7 @@ class LanguageDistiller(Distiller):
 
 def language_objectives(
     alpha: float, kd_weight: float, divergence: str, temperature: float, beta: float, max_length: int | None,
-    max_new_tokens: int, do_sample: bool, top_p: float, num_samples: int, seed: int,
+    max_new_tokens: int, do_sample: bool, top_p: float, num_samples: int, seed: int, skew: float = 0.1,
 ) -> tuple[GenerationSettings, Objective, Objective]:  # fmt: skip
     """The teacher's decoding settings (``max_length`` new tokens, null: ``max_new_tokens``), the objective on
     its text and the one on the dataset, checked."""
@@ -109,4 +110,5 @@ def language_objectives(
     require(is_number(kd_weight) and kd_weight >= 0, "distiller.kd_weight", kd_weight, "must be >= 0")  # type: ignore[operator]
     budget = max_new_tokens if max_length is None else max_length
     settings = GenerationSettings(budget, do_sample, temperature, top_p, num_samples, seed)
-    return settings, Objective(kd_weight, alpha, divergence, temperature, beta), Objective(ce_weight=1.0 - alpha)
+    kd = Objective(kd_weight, alpha, divergence, temperature, beta, skew)
+    return settings, kd, Objective(ce_weight=1.0 - alpha)

@@ -14,7 +14,7 @@ from distill.core.errors import ConfigError, require, require_fraction
 from distill.distillers.base import Batch, LossOutput, call_with
 from distill.distillers.distiller import Distiller
 from distill.distillers.intermediate import IntermediateTerms, check_layer_options
-from distill.losses import Objective
+from distill.losses import SPARSE_DIVERGENCES, Objective
 from distill.teacher.logit_cache import (
     DEFAULT_DRAW_TEMPERATURE,
     DEFAULT_SIZE,
@@ -32,8 +32,8 @@ class LogitDistiller(Distiller):
 
     For causal LMs both terms are taken over response tokens only (prompt and padding masked,
     EOS kept); for classifiers over the class logits. ``D`` is ``divergence`` (see
-    :mod:`distill.losses`); ``beta`` is JSD's mixing weight. The teacher's logits are sliced to
-    the width both models share.
+    :mod:`distill.losses`); ``beta`` is JSD's mixing weight, ``skew`` the skewed KLs'. The teacher's
+    logits are sliced to the width both models share.
 
     ``hidden_weight`` and ``attention_weight`` add intermediate-layer terms (hidden states with
     ``hidden_loss`` mse or cosine, attention maps with ``attention_loss`` kl or mse) over ``layer_map``
@@ -42,8 +42,8 @@ class LogitDistiller(Distiller):
     ``teacher_cache`` (``top_k`` or ``sampled``, ``teacher_cache_size`` tokens per position; a sampled
     cache draws at ``teacher_cache_temperature``, best at or above every temperature it serves) replaces
     the teacher's forward pass by sparse targets computed once over the training set and kept on
-    disk under ``cache_dir`` (:mod:`distill.teacher.logit_cache`; forward KL only). Pass a built cache as
-    ``teacher_targets`` (what ``train.py`` does, so the teacher is never loaded), or a teacher: the
+    disk under ``cache_dir`` (:mod:`distill.teacher.logit_cache`; forward KL or skewed forward KL only). Pass a
+    built cache as ``teacher_targets`` (what ``train.py`` does, so the teacher is never loaded), or a teacher: the
     cache is then built or reused before the first step. Other options (``chunk_size``, ...) are
     :class:`~distill.distillers.distiller.Distiller`'s.
     """
@@ -58,6 +58,7 @@ class LogitDistiller(Distiller):
         alpha: float = 0.5,
         divergence: str = "forward_kl",
         beta: float = 0.5,
+        skew: float = 0.1,
         hidden_weight: float = 0.0,
         hidden_loss: str = "mse",
         attention_weight: float = 0.0,
@@ -70,7 +71,7 @@ class LogitDistiller(Distiller):
         teacher_targets: TeacherLogitCache | None = None,
         **base: Any,
     ) -> None:
-        self.objective = logit_objective(alpha, divergence, temperature, beta)
+        self.objective = logit_objective(alpha, divergence, temperature, beta, skew)
         if alpha == 0:
             log.warning("distiller.alpha=0 turns the distillation term off: this is distiller=supervised")
         self.cache_settings = check_cache(
@@ -130,10 +131,10 @@ class LogitDistiller(Distiller):
         return self.teacher_targets.targets(sequences["index"].tolist(), self.device)
 
 
-def logit_objective(alpha: float, divergence: str, temperature: float, beta: float) -> Objective:
+def logit_objective(alpha: float, divergence: str, temperature: float, beta: float, skew: float = 0.1) -> Objective:
     """``alpha * kd + (1 - alpha) * ce``, checked (one line per bad value)."""
     require_fraction("distiller.alpha", alpha)
-    return Objective(alpha, 1.0 - alpha, divergence, temperature, beta)
+    return Objective(alpha, 1.0 - alpha, divergence, temperature, beta, skew)
 
 
 def check_cache(
@@ -146,9 +147,10 @@ def check_cache(
         return None
     settings = built.settings if mode is None else CacheSettings(mode, size, temperature=draw_temperature)
     divergence = objective.divergence
-    require(divergence == "forward_kl", "distiller.divergence", divergence,
-            f"distiller.teacher_cache={settings.mode} supports forward_kl only: a sparse cache keeps the teacher's "
-            "probability of a few tokens, and reverse_kl, jsd and tvd need it for every token")  # fmt: skip
+    require(divergence in SPARSE_DIVERGENCES, "distiller.divergence", divergence,
+            f"distiller.teacher_cache={settings.mode} supports forward_kl and skew_forward_kl only: a sparse "
+            "cache keeps the teacher's probability of a few tokens, and the other divergences need it for every "
+            "token")  # fmt: skip
     return settings
 
 

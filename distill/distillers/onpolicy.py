@@ -51,6 +51,7 @@ class OnPolicyDistiller(Distiller):
         max_length: int | None = None,
         divergence: str = "jsd",
         beta: float = 0.5,
+        skew: float = 0.1,
         alpha: float = 1.0,
         cache_dir: str | None = None,
         generation_batch_size: int = 128,
@@ -59,7 +60,7 @@ class OnPolicyDistiller(Distiller):
         require_tokenizer(type(self).__name__, tokenizer)
         max_new_tokens = self.with_defaults(base)["max_new_tokens"]
         self.settings, self.on_samples, self.on_dataset = onpolicy_objectives(
-            lmbda, alpha, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p
+            lmbda, alpha, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p, skew
         )
         if lmbda == 0 and alpha == 0:
             log.warning("distiller.lmbda=0 with alpha=0 never uses the teacher: this is distiller=supervised")
@@ -88,7 +89,7 @@ class OnPolicyDistiller(Distiller):
 
 def onpolicy_objectives(
     lmbda: float, alpha: float, divergence: str, temperature: float, beta: float, max_length: int | None,
-    max_new_tokens: int, do_sample: bool, top_p: float,
+    max_new_tokens: int, do_sample: bool, top_p: float, skew: float = 0.1,
 ) -> tuple[GenerationSettings, Objective, Objective]:  # fmt: skip
     """The student's sampling settings (``max_length`` new tokens, null: ``max_new_tokens``), the objective on
     its samples and the one on the dataset, checked."""
@@ -97,6 +98,6 @@ def onpolicy_objectives(
     settings = GenerationSettings(max_new_tokens if max_length is None else max_length, do_sample, temperature, top_p)
     return (
         settings,
-        Objective(1.0, 0.0, divergence, temperature, beta),
-        Objective(alpha, 1.0 - alpha, divergence, temperature, beta),
+        Objective(1.0, 0.0, divergence, temperature, beta, skew),
+        Objective(alpha, 1.0 - alpha, divergence, temperature, beta, skew),
     )

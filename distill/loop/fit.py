@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -86,15 +87,18 @@ def _log_train(s: Session, running: dict[str, list[float]], grad_norm: torch.Ten
     running.clear()
 
 
-def _validate(s: Session, val_loader: Iterable[Any], autocast: contextlib.AbstractContextManager, bar: tqdm) -> dict:
+def _validate(
+    s: Session, loader: Iterable[Any], autocast: contextlib.AbstractContextManager, bar: tqdm, split: str = "val"
+) -> dict:
+    """The distiller's metrics on ``loader``, recorded as ``<split>/<m>`` (and, for ``val``, its samples)."""
     with autocast:
-        metrics = s.distiller.validate(val_loader)
-    s.record({f"val/{k}": v for k, v in metrics.items()}, s.step)
+        metrics = s.distiller.validate(loader)
+    s.record({f"{split}/{k}": v for k, v in metrics.items()}, s.step)
     logger = s.record.logger
-    if logger is not None and hasattr(logger, "log_samples"):
+    if split == "val" and logger is not None and hasattr(logger, "log_samples"):
         logger.log_samples(getattr(s.distiller, "last_samples", []), s.step)
     if s.out_dir is not None or s.world == 1:
-        bar.write(f"step {s.step}: " + "  ".join(f"val/{k}={v:.4f}" for k, v in metrics.items()))
+        bar.write(f"step {s.step}: " + "  ".join(f"{split}/{k}={v:.4f}" for k, v in metrics.items()))
     return metrics
 
 
@@ -157,8 +161,12 @@ def fit(
     optimizer: Callable[..., torch.optim.Optimizer] | None = None,
     logger: Logger | None = None,
     state: dict[str, Any] | None = None,
+    test_loader: Iterable[Any] | None = None,
 ) -> dict[str, float]:
     """Train ``distiller.student`` and return the final validation metrics (empty without ``val_loader``).
+
+    ``test_loader`` (``train.eval_test``) is evaluated at every validation too, recorded as ``test/<m>``:
+    learning curves on the held-out split (nothing selects on it).
 
     ``optimizer`` is a partial taking the parameters (Hydra ``_partial_: true``); by default
     AdamW(lr, weight_decay). With ``cfg.output_dir`` the loop writes checkpoints (each also holding
@@ -168,7 +176,7 @@ def fit(
     cfg = cfg or TrainConfig()
     s = _start(distiller, train_loader, val_loader, cfg, optimizer, logger, dict(state or {}))
     try:
-        val_metrics = _train(s, train_loader, val_loader)
+        val_metrics = _train(s, train_loader, val_loader, test_loader)
     finally:
         unplace(distiller, s.student)
     if s.out_dir is not None or s.strategy == "fsdp":  # FSDP2: every rank helps gather the weights
@@ -178,7 +186,9 @@ def fit(
     return val_metrics
 
 
-def _train(s: Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | None) -> dict[str, float]:
+def _train(
+    s: Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | None, test_loader: Iterable[Any] | None
+) -> dict[str, float]:
     """The steps, from ``s.step`` to ``s.total``; the final validation metrics."""
     autocast = _autocast(resolve_device(s.cfg.device), s.cfg.precision)
     val_metrics: dict[str, float] = {}
@@ -187,6 +197,7 @@ def _train(s: Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | 
     s.opt.zero_grad(set_to_none=True)
     bar = tqdm(total=s.total, initial=s.step, desc=s.cfg.desc, disable=not s.cfg.progress or (s.out_dir is None
                and s.world > 1), dynamic_ncols=True)  # fmt: skip
+    clock = time.perf_counter()
     with StopRequest() as stop:
         for batch in batches_from(train_loader, s.micro, len(train_loader)):  # type: ignore[arg-type]
             if s.step >= s.total:
@@ -204,10 +215,15 @@ def _train(s: Session, train_loader: Iterable[Any], val_loader: Iterable[Any] | 
             bad_loss = False
             bar.update(1)
             _log_train(s, running, grad_norm, bar)
+            s.train_seconds += time.perf_counter() - clock
             if val_loader is not None and ((s.cfg.eval_every and s.step % s.cfg.eval_every == 0) or s.step == s.total):
+                s.record({"time/train_s": round(s.train_seconds, 3)}, s.step)
                 val_metrics = _validate(s, val_loader, autocast, bar)
+                if test_loader is not None:
+                    _validate(s, test_loader, autocast, bar, "test")
             if s.step == s.total or (s.cfg.checkpoint_every and s.step % s.cfg.checkpoint_every == 0):
                 checkpoint(s)
+            clock = time.perf_counter()
             if stopping:
                 bar.close()
                 raise Interrupted(stop.signum or 15, s.step, checkpoint(s))

@@ -57,6 +57,7 @@ class Session:
     step: int = 0
     micro: int = 0  # this rank's micro-batches so far
     skipped: int = 0
+    train_seconds: float = 0.0  # wall time spent in training steps (evaluation and checkpoints excluded)
 
     @property
     def world(self) -> int:
@@ -94,6 +95,7 @@ def resume(s: Session) -> None:
             f"{s.world} processes x an integer train.grad_accum: resume on a number of processes that divides it"
         )
     s.step, s.micro, s.skipped = state["step"], state["micro"] // s.world, state.get("skipped", 0)
+    s.train_seconds = state.get("train_seconds", 0.0)
     log.info("resumed from %s at step %d", ckpt, s.step)
 
 
@@ -115,6 +117,7 @@ def checkpoint(s: Session) -> Path | None:
             "micro": s.micro * s.world,  # global micro-batches: the data position on any number of ranks
             "global_batch": s.batch_size * s.world * s.grad_accum,
             "skipped": s.skipped,
+            "train_seconds": s.train_seconds,
             "optimizer": optim,
             "scheduler": s.scheduler.state_dict(),
             "rng": rng_state(),

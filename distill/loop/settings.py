@@ -27,6 +27,7 @@ class TrainSettings:
     lr_scheduler: str = "cosine"  # any name transformers.get_scheduler knows
     warmup_steps: int = 50
     eval_every: int = 500  # 0: only at the end
+    eval_test: bool = False  # also evaluate the test split at every validation (test/<m>: learning curves)
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2  # the newest N are kept; an unreadable one falls back to the one before

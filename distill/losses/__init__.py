@@ -7,12 +7,13 @@ from distill.losses.divergences import DIVERGENCES, distillation_loss
 from distill.losses.head import Head, Hidden
 from distill.losses.objective import CROSS_ENTROPY, Objective
 from distill.losses.objective_loss import objective_loss
-from distill.losses.sparse import SparseTeacher
+from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher
 
 __all__ = [
     "CROSS_ENTROPY",
     "DEFAULT_CHUNK_SIZE",
     "DIVERGENCES",
+    "SPARSE_DIVERGENCES",
     "Head",
     "Hidden",
     "Objective",

@@ -10,7 +10,11 @@ size) is alive at a time. With z = s / T, p_S = softmax(z), p_T = softmax(t / T)
     reverse_kl  d T^2 KL(p_S || p_T) / ds = T p_S (log p_S - log p_T - KL(p_S || p_T))
     jsd(beta)   d T^2 JSD / ds           = T (1 - beta) p_S (log p_S - log M - KL(p_S || M))
     tvd         d T^2 TVD / ds           = T p_S (g - <p_S, g>),  g = sign(p_S - p_T) / 2
+    skew_forward_kl(s)  d T^2 KL(p_T || M) / ds = -T (1 - s) p_S (a - <p_S, a>),  M = s p_T + (1 - s) p_S, a = p_T / M
+    skew_reverse_kl(s)  d T^2 KL(p_S || M) / ds = T p_S (g - <p_S, g>),  M = s p_S + (1 - s) p_T,
+                        g = log p_S - log M - s p_S / M
     sparse      d T^2 KL(w || p_S) / ds  = T (p_S - sum_i w_i onehot(ids_i))
+    sparse skewed  the skewed forward KL against w (see _sparse_skewed)
     CE          d CE / ds                = softmax(s) - onehot(target)
 
 then divided by N for ``reduction="mean"``. Divergence gradients land on the first ``width`` columns only.
@@ -26,7 +30,7 @@ from torch import Tensor
 from distill.losses.gradients import cross_entropy_and_grad, divergence_and_grad
 from distill.losses.head import Head
 from distill.losses.objective import Objective
-from distill.losses.sparse import SparseTeacher, sparse_kl_rows
+from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher, sparse_kl_rows
 
 # Positions per chunk. Measured on the CPU (N = 2048, H = 896, V = 151,936, forward_kl, fp32, 1 thread; see
 # benchmarks/loss_memory.py): extra peak 0.77 / 1.00 / 1.36 / 2.18 GB (d W's 0.54 GB included) and 72 / 59 / 53 /
@@ -76,6 +80,8 @@ class _Plan:
 def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
     """Summed T^2 D over the chunk, and d(T^2 D)/ds = T dD/dz (C, width); log_s = log p_S (overwritten)."""
     t = plan.objective.temperature
+    if plan.sparse is not None and plan.objective.divergence == "skew_forward_kl":
+        return _sparse_skewed(plan, log_s, rows)
     if plan.sparse is not None:  # D = sum_i w_i (log w_i - log p_S(ids_i));  dD/dz = p_S - sum_i w_i onehot(ids_i)
         ids, w = plan.sparse[0][rows], plan.sparse[1][rows]
         value = sparse_kl_rows(log_s, ids, w)
@@ -84,7 +90,25 @@ def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
         logits_t = plan.teacher_head.logits(plan.teacher[rows], plan.width).div_(t)
         log_t = torch.log_softmax(logits_t, dim=-1)
         del logits_t
-        value, grad = divergence_and_grad(log_s, log_t, plan.objective.divergence, plan.objective.beta)
+        o = plan.objective
+        value, grad = divergence_and_grad(log_s, log_t, o.divergence, o.beta, o.skew)
+    return value.sum() * t**2, grad.mul_(t)
+
+
+SPARSE_NAMES = " or ".join(SPARSE_DIVERGENCES)
+
+
+def _sparse_skewed(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+    """A sparse teacher w with the skewed forward KL, M = s w + (1 - s) p_S on the cached ids (w is 0
+    elsewhere): D = sum_i w_i (log w_i - log M_i), dD/dz = -(1 - s) (sum_i p_S,i a_i onehot(ids_i) - p_S c),
+    a = w / M, c = sum_i p_S,i a_i."""
+    t, skew = plan.objective.temperature, plan.objective.skew
+    ids, w = plan.sparse[0][rows], plan.sparse[1][rows]
+    value = sparse_kl_rows(log_s, ids, w, skew)
+    p_ids = log_s.gather(-1, ids).exp()
+    p_a = torch.where(w > 0, w * p_ids / (skew * w + (1.0 - skew) * p_ids), 0.0)  # p_S a on the cached ids
+    p_s = log_s.exp_()
+    grad = p_s.mul_(-p_a.sum(-1, keepdim=True)).scatter_add_(1, ids, p_a).mul_(-(1.0 - skew))
     return value.sum() * t**2, grad.mul_(t)
 
 
@@ -172,7 +196,7 @@ def _check_inputs(
     problems = [
         (student_hidden.dim() != 2, f"student_hidden must be (N, H); got {tuple(student_hidden.shape)}"),
         (dense and (teacher_head is None or len(teacher) != n), f"teacher hidden states need teacher_head, {n} rows"),
-        (sparse and objective.divergence != "forward_kl", "a SparseTeacher needs divergence forward_kl"),
+        (sparse and objective.divergence not in SPARSE_DIVERGENCES, f"a SparseTeacher needs {SPARSE_NAMES}"),
         (sparse and len(teacher) != n, f"the SparseTeacher must have {n} rows"),
         (targets is not None and tuple(targets.shape) != (n,), f"targets must be ({n},)"),
         (width is None and v_t != v_s, f"student ({v_s}) and teacher ({v_t}) vocabularies differ: pass width"),

@@ -8,17 +8,23 @@ import math
 import torch
 from torch import Tensor
 
+from distill.losses.divergences import SKEWED
+
 
 def masked_(p: Tensor, r: Tensor) -> Tensor:
     """p * r written into r, with 0 where p = 0 (0 log 0 = 0). Both (C, V)."""
     return r.mul_(p).masked_fill_(p == 0, 0.0)
 
 
-def divergence_and_grad(log_s: Tensor, log_t: Tensor, divergence: str, beta: float) -> tuple[Tensor, Tensor]:
+def divergence_and_grad(
+    log_s: Tensor, log_t: Tensor, divergence: str, beta: float, skew: float = 0.1
+) -> tuple[Tensor, Tensor]:
     """Per row D(p_T, p_S) (C,) and dD/dz (C, V), z = s / T, from log p_S and log p_T (C, V).
 
-    Overwrites both inputs: the in-place steps allocate at most two more (C, V) tensors (jsd: log M and p_T).
+    Overwrites both inputs: the in-place steps allocate at most three more (C, V) tensors.
     """
+    if divergence in SKEWED:
+        return skewed_and_grad(log_s, log_t, divergence, skew)
     if divergence == "forward_kl":  # D = sum p_T (log p_T - log p_S);  dD/dz = p_S - p_T
         p_t = log_t.exp()
         value = masked_(p_t, log_t.sub_(log_s)).sum(-1)
@@ -45,6 +51,31 @@ def divergence_and_grad(log_s: Tensor, log_t: Tensor, divergence: str, beta: flo
         g = diff.sign_().mul_(0.5)
         return value, g.sub_((g * p_s).sum(-1, keepdim=True)).mul_(p_s)
     raise ValueError(f"unknown divergence {divergence!r}")
+
+
+def skewed_and_grad(log_s: Tensor, log_t: Tensor, divergence: str, skew: float) -> tuple[Tensor, Tensor]:
+    """The skewed KLs per row and dD/dz, with p_S = softmax(z) and the mixture M of weight s = ``skew``:
+
+    skew_forward_kl  D = KL(p_T || M), M = s p_T + (1 - s) p_S;  dD/dz = -(1 - s) p_S (a - <p_S, a>), a = p_T / M
+    skew_reverse_kl  D = KL(p_S || M), M = s p_S + (1 - s) p_T;  dD/dz = p_S (g - <p_S, g>),
+                     g = log p_S - log M - s p_S / M
+    """
+    p_s = log_s.exp()
+    if divergence == "skew_forward_kl":
+        log_m = log_t + math.log(skew)
+        torch.logaddexp(log_m, log_s.add_(math.log1p(-skew)), out=log_m)  # log M; log_s is scratch from here
+        log_a = log_m.neg_().add_(log_t)  # log a = log p_T - log M
+        value = masked_(log_t.exp_(), log_s.copy_(log_a)).sum(-1)
+        p_a = log_a.exp_().mul_(p_s)  # p_S a
+        return value, p_a.sub_(p_s.mul_(p_a.sum(-1, keepdim=True))).mul_(-(1.0 - skew))
+    log_m = log_s + math.log(skew)
+    torch.logaddexp(log_m, log_t.add_(math.log1p(-skew)), out=log_m)  # log M; log_t is scratch from here
+    r = log_s.sub_(log_m)  # log p_S - log M
+    ratio = log_t.copy_(r).exp_().mul_(p_s)  # p_S^2 / M
+    p_r = masked_(p_s, r)  # p_S r
+    value = p_r.sum(-1)
+    p_g = p_r.sub_(ratio, alpha=skew)  # p_S g
+    return value, p_g.sub_(p_s.mul_(p_g.sum(-1, keepdim=True)))
 
 
 def cross_entropy_and_grad(s: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.core.errors import is_number, require
-from distill.losses.divergences import DIVERGENCES
+from distill.losses.divergences import DIVERGENCES, SKEWED
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Objective:
     divergence: str = "forward_kl"
     temperature: float = 1.0
     beta: float = 0.5
+    skew: float = 0.1  # the skewed KLs' mixture weight (DistiLLM's alpha)
 
     def __post_init__(self) -> None:
         require(
@@ -46,6 +47,13 @@ class Objective:
                 "distiller.beta",
                 self.beta,
                 "must be in the open interval (0, 1) for jsd",
+            )
+        if self.divergence in SKEWED:  # skew 0 is the plain KL, 1 makes the divergence identically 0
+            require(
+                is_number(self.skew) and 0 < self.skew < 1,
+                "distiller.skew",
+                self.skew,
+                f"must be in the open interval (0, 1) for {self.divergence}",
             )
         for name in ("kd_weight", "ce_weight"):
             value = getattr(self, name)

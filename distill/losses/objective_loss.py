@@ -4,7 +4,7 @@ Student and teacher come as logits (N, V) or as :class:`Hidden`, the last hidden
 positions that count with the output layer that turns them into logits. From hidden states and a
 ``chunk_size``, the loss works through the positions in chunks and never holds N x V values
 (:mod:`distill.losses.chunked`); otherwise it materialises the logits. The teacher may also be a
-:class:`~distill.losses.sparse.SparseTeacher` (an offline teacher cache, forward KL only).
+:class:`~distill.losses.sparse.SparseTeacher` (an offline teacher cache: forward KL or skewed forward KL).
 """
 
 from __future__ import annotations
@@ -51,12 +51,14 @@ def objective_loss(
     student_logits = student.logits() if isinstance(student, Hidden) else student
     parts: dict[str, Tensor] = {}
     if isinstance(teacher, SparseTeacher):
-        parts["kd"] = sparse_kd_loss(student_logits, teacher, objective.temperature, width)
+        skew = objective.skew if objective.divergence == "skew_forward_kl" else None
+        parts["kd"] = sparse_kd_loss(student_logits, teacher, objective.temperature, width, skew)
     elif teacher is not None:
         teacher_logits = teacher.logits() if isinstance(teacher, Hidden) else teacher
         parts["kd"] = distillation_loss(
             student_logits[..., :width], teacher_logits[..., :width],
             divergence=objective.divergence, temperature=objective.temperature, beta=objective.beta,
+            skew=objective.skew,
         )  # fmt: skip
     if "kd" in parts and reduction == "sum":
         parts["kd"] = parts["kd"] * student_logits.shape[0]

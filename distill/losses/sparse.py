@@ -4,7 +4,8 @@ With w = :meth:`SparseTeacher.weights` (N, k) at temperature T and p_S = softmax
 
     kd = T^2 * mean_n sum_i w_ni (log w_ni - log p_S(ids_ni))
 
-that is T^2 KL(w || p_S) with the teacher's mass on the k cached ids only.
+that is T^2 KL(w || p_S) with the teacher's mass on the k cached ids only; with ``skew`` s, the skewed
+forward KL T^2 KL(w || s w + (1 - s) p_S), which needs p_S on the cached ids only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from distill.losses.divergences import log_mixture
+
+SPARSE_DIVERGENCES = ("forward_kl", "skew_forward_kl")  # what a teacher kept on k ids supports
 
 
 @dataclass(frozen=True)
@@ -55,15 +60,24 @@ class SparseTeacher:
         return torch.softmax(log_weights, dim=-1)
 
 
-def sparse_kl_rows(log_p: Tensor, ids: Tensor, weights: Tensor) -> Tensor:
-    """sum_i w_i (log w_i - log_p[ids_i]) per row, with 0 log 0 = 0. log_p (N, V), ids and weights (N, k) -> (N,)."""
-    return (torch.xlogy(weights, weights) - weights * log_p.gather(-1, ids)).sum(-1)
+def sparse_kl_rows(log_p: Tensor, ids: Tensor, weights: Tensor, skew: float | None = None) -> Tensor:
+    """sum_i w_i (log w_i - log q_i) per row, with 0 log 0 = 0 and q = p[ids] (``skew`` None), else the mixture
+    q = s w + (1 - s) p[ids]. log_p (N, V), ids and weights (N, k) -> (N,)."""
+    log_q = log_p.gather(-1, ids)
+    if skew is not None:
+        log_q = log_mixture(weights.log(), log_q, skew)
+    return (torch.xlogy(weights, weights) - weights * log_q).sum(-1)
 
 
 def sparse_kd_loss(
-    student_logits: Tensor, teacher: SparseTeacher, temperature: float, width: int | None = None
+    student_logits: Tensor,
+    teacher: SparseTeacher,
+    temperature: float,
+    width: int | None = None,
+    skew: float | None = None,
 ) -> Tensor:
-    """T^2 * mean_n KL(w_n || softmax(student_n[:width] / T)), the materialised reference.
+    """T^2 * mean_n KL(w_n || softmax(student_n[:width] / T)) (with ``skew`` s: KL(w_n || s w_n + (1 - s) p_S)),
+    the materialised reference.
 
     student_logits (N, V); the student's softmax is over its first ``width`` columns (None: all), and
     every cached id must be below that. Returns a float32 scalar (0 when N = 0); differentiable.
@@ -73,5 +87,5 @@ def sparse_kd_loss(
     log_p = torch.log_softmax(student_logits[:, :width].float() / temperature, dim=-1)
     if log_p.shape[0] == 0:
         return log_p.sum() * 0.0
-    per_position = sparse_kl_rows(log_p, teacher.ids, teacher.weights(temperature))
+    per_position = sparse_kl_rows(log_p, teacher.ids, teacher.weights(temperature), skew)
     return per_position.mean() * temperature**2

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from distill.report.curves import read_curves
 from distill.report.tables import cell, column_names, distiller_of, is_number, monitor_of, setting, varied_keys
 
 PREFERRED_X = ("distiller.temperature", "distiller.alpha")  # x axis of the metric plot, in this order
@@ -74,33 +75,37 @@ def plot_metric(runs: Sequence[dict[str, Any]], out: Path, max_lines: int = 8) -
     return path
 
 
-def plot_curves(runs: Sequence[dict[str, Any]], out: Path) -> Path | None:
-    """train/loss and val/<metric> against the step from each run's history.jsonl (None if no history)."""
+def plot_curves(runs: Sequence[dict[str, Any]], out: Path, name: str = "curves.png") -> Path | None:
+    """The monitored metric against the step and against the training seconds, one line per method
+    (the mean over its seeds, a band from the lowest to the highest seed), and the teacher's value as a
+    dashed line (:mod:`distill.report.curves`). None unless a run was evaluated more than once."""
     import matplotlib.pyplot as plt
 
-    with_history = [r for r in runs if r["history"]]
-    if not with_history:
+    curves, key = read_curves(runs)
+    if not any(len(c.points) > 1 for c in curves):  # evaluated once, at the end: no curve to draw
         return None
-    keys = varied_keys(runs)
-    names = column_names(keys)
-    panels = ("train/loss", f"val/{monitor_of(runs)}")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
-    for run in with_history:
-        label = " ".join([str(run["run"]), *(f"{names[k]}={cell(setting(run, k))}" for k in keys)])
-        for ax, key in zip(axes, panels):
-            steps = [(h["step"], h[key]) for h in run["history"] if key in h and "step" in h]
-            if steps:
-                ax.plot(*zip(*steps), marker="." if len(steps) < 30 else None, label=label)
-    for ax, key in zip(axes, panels):
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        ax.set_title(key)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained", sharey=True)
+    for index, method in enumerate(dict.fromkeys(c.method for c in curves)):
+        group = [c for c in curves if c.method == method]
+        frame = pd.DataFrame([(c.seed, *p) for c in group for p in c.points], columns=["seed", "step", "y", "s"])
+        stats = frame.groupby("step").agg(mean=("y", "mean"), low=("y", "min"), high=("y", "max"), s=("s", "mean"))
+        color = f"C{index % 10}"
+        label = f"{method} (n={len(group)})"
+        for ax, x in zip(axes, (stats.index, stats["s"])):
+            ax.plot(x, stats["mean"], color=color, marker="." if len(stats) < 30 else None, label=label)
+            if len(group) > 1:
+                ax.fill_between(x, stats["low"], stats["high"], color=color, alpha=0.2, linewidth=0)
+    teachers = sorted({c.teacher for c in curves if not math.isnan(c.teacher)})
+    for ax, xlabel in zip(axes, ("optimizer step", "training seconds (evaluation excluded)")):
+        for teacher in teachers:
+            ax.axhline(teacher, color="black", linestyle="--", linewidth=1, label=f"teacher ({teacher:.3f})")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    if len(with_history) <= 20:
-        handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
-        ncol = 1 if max(map(len, handles)) > 60 else 2
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=ncol, fontsize="x-small")
-    path = out / "curves.png"
+    axes[0].set_ylabel(key)
+    handles = {label: h for h, label in zip(*axes[0].get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize="small")
+    fig.suptitle(f"{key} during training: mean over seeds, band = lowest to highest seed")
+    path = out / name
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

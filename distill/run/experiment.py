@@ -173,8 +173,13 @@ def build_distiller(cfg: DictConfig) -> tuple[Any, TeacherSource, TaskData]:
     available["max_new_tokens"] = data.max_new_tokens
     options = OmegaConf.to_container(cfg.distiller, resolve=True)
     needs = distiller_cls.teacher_input(options) if hasattr(distiller_cls, "teacher_input") else "model"
+    if needs is not None:  # data.labelled_fraction < 1: the teacher labels the other prompts
+        teacher.label_unlabelled()
+    elif data.unlabelled_prompts():
+        print(f"training set: the {data.num_labelled} labelled examples (this distiller uses no teacher)")
     if needs == "targets":
         available["teacher_targets"] = ranks.main_first(teacher.targets)  # rank 0 builds, the others read
+        teacher.release()
     elif needs == "model":
         available["teacher_model"] = teacher.model()
     return build(cfg.distiller, **runtime_kwargs(cfg.distiller, available)), teacher, data
@@ -204,7 +209,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     logger = make_logger(cfg, out, ctx, name, resume_state.get("wandb_run_id")) if ranks.is_main() else NullLogger()
     try:
         loaders = (data.train_loader(seed=cfg.seed), data.val_loader())
-        val = fit(distiller, *loaders, train_cfg, build(cfg.optimizer), logger, state={"run_config": resolved})
+        curve = data.test_loader() if cfg.train.eval_test else None  # test/<m> at every validation
+        val = fit(distiller, *loaders, train_cfg, build(cfg.optimizer), logger, {"run_config": resolved}, curve)
         metrics: dict[str, Any] = {f"student/{k}": v for k, v in val.items()}
         metrics.update(test_metrics(distiller, data))
         metrics.update(teacher.metrics() if cfg.evaluate_teacher else {})

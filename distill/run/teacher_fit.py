@@ -27,9 +27,9 @@ def fit_teacher(
     recipe: dict[str, Any],
     progress: bool = True,
 ) -> None:
-    """Train ``model`` in place on ``data``'s training split with the supervised distiller (cross-entropy on
-    the labels) for ``recipe`` (``max_steps``, ``lr``, ``batch_size``, ``warmup_steps``, ``seed``,
-    ``optimizer``, ``matrix_lr``, ``fast_activations``)."""
+    """Train ``model`` in place on ``data``'s whole labelled training split (``task_train``) with the
+    supervised distiller (cross-entropy on the labels) for ``recipe`` (``max_steps``, ``lr``, ``batch_size``,
+    ``warmup_steps``, ``seed``, ``optimizer``, ``matrix_lr``, ``fast_activations``)."""
     seed = recipe.get("seed", 0)
     optimizer = recipe_optimizer(model, recipe)
     started = time.perf_counter()
@@ -37,7 +37,7 @@ def fit_teacher(
         SupervisedDistiller(
             model, tokenizer=tokenizer, task=data.task, fast_activations=recipe.get("fast_activations", False)
         ),
-        data.train_loader(seed=seed, batch_size=recipe["batch_size"]),
+        data.train_loader(seed=seed, batch_size=recipe["batch_size"], split="task_train"),
         None,
         optimizer=optimizer,
         cfg=TrainConfig(

@@ -22,6 +22,7 @@ from distill.core.disk_cache import cache_dir as default_cache_dir
 from distill.core.disk_cache import get_or_build, write_atomic
 from distill.core.errors import require_int
 from distill.core.fingerprints import sha256_json, tokenizer_fingerprint
+from distill.data import TaskData
 from distill.inference.generation import Completions, GenerationSettings, generate_completions
 from distill.teacher.identity import teacher_identity
 
@@ -116,3 +117,26 @@ class TeacherGenerations:
             self.teacher, self.tokenizer, prompts, settings, self.cache_dir, name=name, batch_size=self.batch_size
         )
         return completions
+
+
+def label_unlabelled(
+    data: TaskData,
+    teacher: nn.Module,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> int:
+    """Give ``data``'s unlabelled training prompts (``data.labelled_fraction`` < 1) the teacher's greedy
+    response, up to ``data.max_new_tokens`` tokens, generated once and cached (``<cache>/generations``), so
+    the student trains on every prompt (:meth:`~distill.data.TaskData.fill_unlabelled`). Returns how many
+    distinct prompts the teacher labelled (a prompt may occur more than once)."""
+    prompts = data.unlabelled_prompts()
+    if not prompts:
+        return 0
+    directory = cache_dir or default_cache_dir(sub="generations")
+    settings = GenerationSettings(max_new_tokens=data.max_new_tokens)
+    completions, _ = cached_generations(
+        teacher, data.tokenizer, prompts, settings, directory, "unlabelled", batch_size, progress
+    )
+    data.fill_unlabelled({prompt: outputs[0] for prompt, outputs in completions.items()})
+    return len(prompts)

@@ -28,6 +28,7 @@ from distill.data import TaskData
 from distill.inference.evaluation import evaluate_model
 from distill.losses import DEFAULT_CHUNK_SIZE
 from distill.models import check_model_fits, num_parameters, output_width, pretrained, pretrained_dir
+from distill.teacher.generations import label_unlabelled
 from distill.teacher.identity import remember
 from distill.teacher.logit_cache import (
     DEFAULT_DRAW_TEMPERATURE,
@@ -96,6 +97,16 @@ class TeacherSource:
             files = files_fingerprint(directory) if directory is not None else model_fingerprint(self.model())
             self._identity = sha256_json({"files": files, "node": spec})
         return self._identity
+
+    def label_unlabelled(self) -> None:
+        """The data's unlabelled training prompts get the teacher's greedy responses (cached under
+        ``<cache>/generations``): see :func:`distill.teacher.label_unlabelled`."""
+        if not self.data.unlabelled_prompts():
+            return
+        n = label_unlabelled(self.data, self.model(), self.root / "generations", progress=self.available["progress"])
+        rows = len(self.data.train) - self.data.num_labelled
+        print(f"training set: {self.data.num_labelled} labelled examples and {rows} examples of {n} distinct prompts "
+              "the teacher labelled")  # fmt: skip
 
     def targets(self) -> TeacherLogitCache:
         """The teacher-logit cache: reused, or built by one pass of the teacher (then released)."""

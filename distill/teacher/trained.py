@@ -184,7 +184,7 @@ def check_num_labels(model: PreTrainedModel, data: TaskData, key: str) -> None:
     """A classifier must have a class for every label in the data (one line naming ``<key>.num_labels``)."""
     if data.task != "classification":
         return
-    top = max(max(data.train["label"]), max(data.validation["label"]))
+    top = max(max(data.task_train["label"]), max(data.validation["label"]))
     n = model.config.num_labels
     require(top < n, f"{key}.num_labels", n, f"the data has labels up to {top}: set it to {top + 1} or more")
 
@@ -192,9 +192,8 @@ def check_num_labels(model: PreTrainedModel, data: TaskData, key: str) -> None:
 def cached_dir(spec: dict[str, Any], tokenizer: PreTrainedTokenizerBase, data: TaskData, cache_dir: str | None) -> Path:
     """``<cache_dir>/teacher-<key>``, key = sha256 of ``spec`` with the task, the training data's fingerprint
     and the tokenizer's, so any change trains anew."""
-    key = sha256_json(
-        {**spec, "task": data.task, "data": data.fingerprint(), "tokenizer": tokenizer_fingerprint(tokenizer)}
-    )[:16]
+    data_fp, tokenizer_fp = data.fingerprint("task_train"), tokenizer_fingerprint(tokenizer)
+    key = sha256_json({**spec, "task": data.task, "data": data_fp, "tokenizer": tokenizer_fp})[:16]
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     return root / f"teacher-{key}"
 

@@ -1,0 +1,208 @@
+"""What the teacher buys on the embedded task: three benchmarks, one command each, every cell over seeds.
+
+    python -m benchmarks.value curves     # test accuracy against steps and seconds, per method
+    python -m benchmarks.value transfer   # few labels: data.labelled_fraction 0.01, 0.05, 1.0
+    python -m benchmarks.value sizes      # students of 1/5, 1/10 and 1/25 of the teacher's parameters
+    python -m benchmarks.value budgets    # test accuracy at 300 to 1,500 steps, each budget its own schedule
+        [--seeds 0,1,2] [--jobs 2] [--runs outputs/value] [--out docs/value] [--sweeps A,B] [--wandb]
+        [--dry-run] [override ...]
+
+Each runs its sweeps with ``train.py -m`` (as :mod:`benchmarks.results` does: the teacher trained
+first, once, with every core; ``--jobs`` jobs at a time, cores // jobs threads each), then writes
+``<out>/<benchmark>/``: ``summary.md`` (the comparison), and ``report.md``/``report.csv``/
+``report_seeds.csv`` (every run) and ``curves.png`` from :mod:`distill.report`. With ``--wandb``
+the runs log to W&B with ``job_type=<benchmark>``, grouped per method (``<sweep>/<run name
+without the seed>``), so the dashboard shows the same comparison. Extra overrides go to every job
+(``experiment=smoke`` makes a seconds-long version; the tests run it).
+
+    curves    supervised; logit at T = 2 (the default) and T = 4; logit with the top-k cache (k = 16);
+              language; onpolicy. The default schedule (1,500 steps, cosine, 50 warm-up steps) for
+              every method, validation and test evaluated every 100 steps (train.eval_test).
+    transfer  supervised trains on the labelled part alone; logit (top-k cache, k = 16) on every
+              prompt, the unlabelled ones with the teacher's greedy response; language (alpha = 1)
+              on the teacher's text for every prompt (it never reads a gold response, so its runs do
+              not depend on the fraction: they run at 0.05 only).
+    sizes     supervised and logit (top-k cache, k = 16) for students of 3 x 64 (1/5, the default),
+              4 x 38 (1/10.3) and 4 x 24 (1/23.9).
+    budgets   supervised and logit (top-k cache, k = 16, T = 2 and 4) trained for 300, 600, 900, 1,200 and
+              1,500 steps, each with its own cosine schedule: the budget each needs to reach the teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.results import prepare_teacher, sweep_command
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ["distiller.teacher_cache=top_k"]  # logit from the top-k cache: an online logit run's result at half its cost
+FRACTIONS = "data.labelled_fraction=0.01,0.05,1.0"
+SIZES = "model/student=gpt2_small,gpt2_tenth,gpt2_25th"
+BUDGETS = "train.max_steps=300,600,900,1200,1500"
+BENCHMARKS: dict[str, dict[str, list[str]]] = {
+    "curves": {
+        "supervised": ["distiller=supervised"],
+        "logit": ["distiller.temperature=2,4"],
+        "top_k": CACHE,
+        "text": ["distiller=language,onpolicy"],
+    },
+    "transfer": {
+        "supervised": ["distiller=supervised", FRACTIONS],
+        "logit": [*CACHE, FRACTIONS],
+        "language": ["distiller=language", "data.labelled_fraction=0.05"],
+    },
+    "sizes": {
+        "supervised": ["distiller=supervised", SIZES],
+        "logit": [*CACHE, SIZES],
+    },
+    "budgets": {
+        "supervised": ["distiller=supervised", BUDGETS],
+        "logit": [*CACHE, "distiller.temperature=2,4", BUDGETS],
+    },
+}
+SETTINGS = {  # every job of the benchmark
+    "curves": ["train.eval_every=100", "train.eval_test=true"],
+    "transfer": ["train.eval_every=0"],
+    "sizes": ["train.eval_every=0"],
+    "budgets": ["train.eval_every=0"],
+}
+# the summary's rows (curves: one row per method)
+ROW = {"transfer": "labelled_fraction", "sizes": "model/student", "budgets": "max_steps"}
+
+
+def method_column(table: pd.DataFrame) -> pd.Series:
+    """``supervised``, ``logit top_k``, ``logit top_k T=4``, ``language``: the distiller, its cache and, when
+    it varies between runs, its temperature."""
+    none = pd.Series([None] * len(table), index=table.index)
+    cache, temperature = table.get("teacher_cache", none), table.get("temperature", none)
+    return table["distiller"] + [
+        (f" {c}" if isinstance(c, str) and c else "") + (f" T={t:g}" if isinstance(t, float) and t == t else "")
+        for c, t in zip(cache, temperature)
+    ]
+
+
+def grid_summary(out: Path, row: str) -> str:
+    """Test accuracy, mean ± std over seeds, rows = ``row`` values, columns = methods, and each method's
+    difference from ``supervised`` in the same row; the teacher's test accuracy and each student's size."""
+    runs = pd.read_csv(out / "report.csv")
+    runs = runs[runs["student/test_accuracy"].notna()].copy()
+    runs["method"] = method_column(runs)
+    if row == "model/student":
+        runs[row] = runs[row].astype(str) + " (" + runs["student/params"].map("{:,}".format) + " parameters)"
+    teacher = runs["teacher/test_accuracy"].mean()
+    stats = runs.groupby([row, "method"])["student/test_accuracy"].agg(["mean", "std", "count"])
+    lines = [f"Test accuracy, mean ± std over seeds (n per cell); the teacher: {teacher:.3f}.", ""]
+    methods = list(dict.fromkeys(runs["method"]))
+    lines += ["| " + " | ".join([row, *methods, *(f"{m} - supervised" for m in methods[1:])]) + " |"]
+    lines += ["|:---|" + "---:|" * (2 * len(methods) - 1)]
+    for value in dict.fromkeys(runs[row]):
+        cells, base = [str(value)], stats.loc[(value, "supervised")] if (value, "supervised") in stats.index else None
+        for m in methods:
+            s = stats.loc[(value, m)] if (value, m) in stats.index else None
+            cells.append("-" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f} ({int(s['count'])})")
+        for m in methods[1:]:
+            s = stats.loc[(value, m)] if (value, m) in stats.index else None
+            cells.append("-" if s is None or base is None else f"{100 * (s['mean'] - base['mean']):+.1f} points")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_grid(out: Path, row: str) -> Path:
+    """Test accuracy (mean, error bar = std over seeds) against the row's value (the labelled fraction, or the
+    student's parameters), one line per method, log x axis, the teacher as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = pd.read_csv(out / "report.csv")
+    runs = runs[runs["student/test_accuracy"].notna()].copy()
+    runs["method"] = method_column(runs)
+    x = "student/params" if row == "model/student" else row
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for method, group in runs.groupby("method", sort=False):
+        stats = group.groupby(x)["student/test_accuracy"].agg(["mean", "std"]).sort_index()
+        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=method)
+    teacher = runs["teacher/test_accuracy"].mean()
+    ax.axhline(teacher, color="black", linestyle="--", linewidth=1, label=f"teacher ({teacher:.3f})")
+    if row != "max_steps":
+        ax.set_xscale("log")
+    xlabel = {"student/params": "student parameters", "max_steps": "training steps (each run its own cosine schedule)"}
+    ax.set_xlabel(xlabel.get(x, f"{row} (share of training examples with a label)"))
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    path = out / f"test_accuracy_vs_{x.split('/')[-1]}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def summarise(benchmark: str, out: Path, runs: list[Path]) -> str:
+    """Write the benchmark's report (distill.report) and summary.md; return the summary."""
+    from distill.report.cli import write_report
+    from distill.report.curves import read_curves, summary_markdown
+
+    write_report(runs, out)
+    if benchmark == "curves":
+        curves, key = read_curves([r for path in runs for r in _runs(path)])
+        text, plot = summary_markdown(curves, key), out / "curves.png"
+    else:
+        text, plot = grid_summary(out, ROW[benchmark]), plot_grid(out, ROW[benchmark])
+    (out / "summary.md").write_text(f"# {benchmark}\n\n{text}\n\n![{plot.stem}]({plot.name})\n")
+    return text
+
+
+def _runs(path: Path) -> list[dict]:
+    from distill.report.runs import collect
+
+    return collect([path])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=list(BENCHMARKS))
+    parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "value")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "value")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (each gets cores // jobs threads)")
+    parser.add_argument("--sweeps", default=None, help="only these sweeps, comma-separated (default: all)")
+    parser.add_argument("--wandb", action="store_true", help="log every run to W&B, job_type=<benchmark>")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args, extra = parser.parse_known_args()
+    name = args.benchmark
+    logger = ["logger=wandb", f"logger.job_type={name}"] if args.wandb else []
+    given = {e.partition("=")[0] for e in extra}
+    extra = [*(s for s in SETTINGS[name] if s.partition("=")[0] not in given), *extra]  # the caller's win
+    if not args.dry_run:
+        prepare_teacher(extra)
+    runs = []
+    for sweep, overrides in BENCHMARKS[name].items():
+        if args.sweeps is not None and sweep not in args.sweeps.split(","):
+            continue
+        command = sweep_command(sweep, overrides, args.runs / name, args.seeds, args.jobs, extra)
+        if logger:
+            command = [c for c in command if c != "logger=none"] + logger
+        runs.append(args.runs / name / sweep)
+        print(" ".join(command[1:]), flush=True)
+        if args.dry_run:
+            continue
+        started = time.time()
+        if subprocess.run(command, cwd=ROOT).returncode != 0:
+            print(f"sweep {sweep} failed; see {args.runs / name / sweep}", file=sys.stderr)
+            return 1
+        print(f"sweep {sweep}: {time.time() - started:.0f} s", flush=True)
+    if not args.dry_run:
+        print(summarise(name, args.out / name, runs))
+        print(f"written: {args.out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
