@@ -15,6 +15,7 @@ from distill.data import IGNORE_INDEX, TaskData
 from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.data.sequences import left_pad, truncate_at_eos
 from distill.distillers import DistillerFactory, LanguageDistiller, OnPolicyDistiller
+from distill.distillers.onpolicy import sample_stats
 from distill.distillers.sources import on_policy_batch
 from distill.inference.generation import GenerationSettings, generate_completions, generate_ids
 from tests.conftest import cli, read_jsonl
@@ -344,3 +345,26 @@ def test_train_py_language_then_onpolicy(tmp_path):
         assert any(("train/ce_teacher" if distiller == "language" else "train/on_policy") in h for h in history)
     # the on-policy run scores against the same teacher outputs: the language run cached them
     assert "teacher generations: using cache" in result.stdout
+
+
+def test_sample_stats_count_lengths_and_stops_by_hand():
+    eos, x = 9, -100
+    labels = torch.tensor([[x, x, 4, 5, eos, x], [x, 4, 5, 6, 7, 8], [x, x, x, x, x, x], [x, eos, x, x, x, x]])
+    stats = sample_stats(labels, eos)
+    assert stats == {"sample_tokens": (3 + 5 + 0 + 1) / 4, "sample_stopped": 2 / 4}
+
+
+def test_onpolicy_logs_which_batches_were_sampled_and_how_samples_ended(splits, cache_dir, caplog):
+    tok = tokenizer()
+    batch = next(iter(task_data(splits, tok).train_loader()))
+    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=2, cache_dir=cache_dir)
+    with caplog.at_level("WARNING", logger="distill.distillers.onpolicy"):
+        parts = d.compute_loss(batch).parts
+        d.compute_loss(batch)
+    assert parts["on_policy"] == 1.0 and parts["kd_sampled"] == parts["kd"] and "kd_dataset" not in parts
+    assert 0 < parts["sample_tokens"] <= 2 and 0 <= parts["sample_stopped"] <= 1
+    unstopped = [r for r in caplog.records if "without the end-of-response token" in r.getMessage()]
+    assert len(unstopped) == (1 if parts["sample_stopped"] < 1 else 0)  # one line per run, not per batch
+    d.lmbda = 0.0
+    parts = d.compute_loss(batch).parts
+    assert parts["on_policy"] == 0.0 and parts["kd_dataset"] == parts["kd"] and "sample_tokens" not in parts

@@ -66,6 +66,7 @@ class OnPolicyDistiller(Distiller):
             log.warning("distiller.lmbda=0 with alpha=0 never uses the teacher: this is distiller=supervised")
         super().__init__(student_model, teacher_model, tokenizer, **base)
         self.lmbda = lmbda
+        self.warned_unstopped = False  # one warning line per run when samples run out of max_length
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.text_validation = TextValidation(generations, self.max_new_tokens, self.task)
 
@@ -77,14 +78,34 @@ class OnPolicyDistiller(Distiller):
         TeacherGenerations.check_batch_size(o["generation_batch_size"])
 
     def compute_loss(self, batch: Batch) -> LossOutput:
+        """The loss on a dataset batch or on the student's samples, with what tells them apart in the log:
+        ``on_policy`` (its mean over a logging window is the on-policy share), ``kd_dataset`` or ``kd_sampled``,
+        and for samples :func:`sample_stats` (their length, and the share that stopped)."""
         if not bool(torch.rand(()) < self.lmbda):  # torch's global RNG: restored on resume
             out = self.loss_on(batch, self.on_dataset)
-            out.parts["on_policy"] = 0.0
+            out.parts.update(on_policy=0.0, kd_dataset=out.parts.get("kd", float("nan")))
             return out
         sequences = student_samples(self.student, self.tokenizer, self.settings, batch)
         out = self.loss_on(sequences, self.on_samples, names={"ce": ""})
-        out.parts["on_policy"] = 1.0
+        stats = sample_stats(sequences["labels"], self.tokenizer.eos_token_id)
+        out.parts.update(on_policy=1.0, kd_sampled=out.parts.get("kd", float("nan")), **stats)
+        if stats["sample_stopped"] < 1 and not self.warned_unstopped:
+            log.warning("%d of %d student samples reached distiller.max_length=%d new tokens without the "
+                        "end-of-response token (train/sample_stopped is the share that stopped)",
+                        round((1 - stats["sample_stopped"]) * len(sequences["labels"])), len(sequences["labels"]),
+                        self.settings.max_new_tokens)  # fmt: skip
+            self.warned_unstopped = True
         return out
+
+
+def sample_stats(labels: torch.Tensor, eos_token_id: int | None) -> dict[str, float]:
+    """Of (B, L) sample labels (-100 off the completion): ``sample_tokens``, the mean completion length,
+    and ``sample_stopped``, the share of completions that end with the end-of-response token (the rest
+    ran out of ``max_length``)."""
+    lengths = (labels != -100).sum(-1)
+    last = labels.gather(1, (labels != -100).cumsum(-1).argmax(-1, keepdim=True)).squeeze(1)
+    stopped = (last == eos_token_id) & (lengths > 0) if eos_token_id is not None else torch.zeros_like(lengths).bool()
+    return {"sample_tokens": float(lengths.float().mean()), "sample_stopped": float(stopped.float().mean())}
 
 
 def onpolicy_objectives(
