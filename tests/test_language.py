@@ -15,7 +15,7 @@ from distill.data import IGNORE_INDEX, TaskData
 from distill.data.arithmetic import build_tokenizer, make_splits
 from distill.data.sequences import left_pad, truncate_at_eos
 from distill.distillers import DistillerFactory, LanguageDistiller, OnPolicyDistiller
-from distill.distillers.onpolicy import sample_stats
+from distill.distillers.onpolicy import lmbda_at, sample_stats
 from distill.distillers.sources import on_policy_batch
 from distill.inference.generation import GenerationSettings, generate_completions, generate_ids
 from tests.conftest import cli, read_jsonl
@@ -368,3 +368,45 @@ def test_onpolicy_logs_which_batches_were_sampled_and_how_samples_ended(splits, 
     d.lmbda = 0.0
     parts = d.compute_loss(batch).parts
     assert parts["on_policy"] == 0.0 and parts["kd_dataset"] == parts["kd"] and "sample_tokens" not in parts
+
+
+def test_lmbda_schedule_is_off_policy_then_ramps_by_hand():
+    assert [lmbda_at(s, 0.5, 3, 0) for s in range(5)] == [0, 0, 0, 0.5, 0.5]
+    assert [lmbda_at(s, 0.8, 2, 4) for s in range(8)] == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
+    assert [lmbda_at(s, 0.5, 0, 0) for s in range(3)] == [0.5] * 3  # the default: lmbda from the start
+
+
+def test_a_run_follows_the_lmbda_schedule_and_bad_schedules_are_one_line(tmp_path):
+    options = ["experiment=smoke", "logger=none", "distiller=onpolicy", "distiller.lmbda=1.0"]
+    result = cli(*options, "distiller.lmbda_warmup_steps=6", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    shares = {h["step"]: h["train/on_policy"] for h in read_jsonl(tmp_path / "history.jsonl") if "train/on_policy" in h}
+    assert shares == {2: 0.0, 4: 0.0, 6: 0.0, 8: 1.0, 10: 1.0, 12: 1.0}  # steps 1-6 off-policy, then lmbda = 1
+    bad_lines = [
+        ("distiller.lmbda_ramp_steps=-1", "distiller.lmbda_ramp_steps=-1 is invalid"),
+        ("distiller.sampler=vllm", "distiller.sampler='vllm' is invalid: must be one of hf"),
+    ]
+    for bad, line in bad_lines:
+        result = cli(*options, bad, f"hydra.run.dir={tmp_path / 'bad'}")
+        assert result.returncode != 0 and any(line in e for e in result.error_lines()), result.stderr[-1500:]
+
+
+def test_the_sampler_is_a_seam(splits, cache_dir, monkeypatch):
+    """A sampler registered under a name is what the distiller calls for its on-policy batches."""
+    from distill.distillers import sources
+
+    tok = tokenizer()
+    batch = next(iter(task_data(splits, tok).train_loader()))
+    calls = []
+
+    def fixed(student, tokenizer_, settings, batch_):
+        calls.append(settings.max_new_tokens)
+        prompt_ids, mask = batch_["prompt_input_ids"], batch_["prompt_attention_mask"]
+        completions = torch.full((len(prompt_ids), 2), tok.eos_token_id)
+        return on_policy_batch(prompt_ids, mask, completions, tok.eos_token_id, tok.pad_token_id)
+
+    monkeypatch.setitem(sources.SAMPLERS, "fixed", fixed)
+    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=3, sampler="fixed",
+                          cache_dir=cache_dir)  # fmt: skip
+    parts = d.compute_loss(batch).parts
+    assert calls == [3] and parts["sample_tokens"] == 1.0 and parts["sample_stopped"] == 1.0

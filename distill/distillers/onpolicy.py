@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from distill.core.errors import require_fraction
+from distill.core.errors import require, require_fraction, require_int
 from distill.distillers.base import Batch, LossOutput, call_with
 from distill.distillers.distiller import Distiller
-from distill.distillers.sources import require_tokenizer, student_samples
+from distill.distillers.sources import SAMPLERS, require_tokenizer
 from distill.distillers.text_validation import TextValidation
 from distill.inference.generation import GenerationSettings
 from distill.losses import Objective
@@ -33,7 +33,10 @@ class OnPolicyDistiller(Distiller):
 
     Otherwise the batch is the dataset's responses and the loss is the logit distiller's,
     ``alpha * T^2 * D(p_T, p_S) + (1 - alpha) * ce``; ``alpha=1`` (default) is GKD's pure
-    divergence. The coin and the student's sampling use torch's global generator, so a
+    divergence. ``lmbda_warmup_steps`` and ``lmbda_ramp_steps`` schedule ``lmbda`` (off-policy first, then a
+    linear ramp: :func:`lmbda_at`); ``sampler`` picks how the student writes (``hf``: transformers'
+    ``generate`` with the KV cache; :data:`~distill.distillers.sources.SAMPLERS`). The coin and the
+    student's sampling use torch's global generator, so a
     checkpoint (which saves the RNG state) resumes exactly. Validation compares text, as for the
     language distiller. Other options (``chunk_size``, ...) are :class:`~distill.distillers.distiller.Distiller`'s.
     """
@@ -53,11 +56,15 @@ class OnPolicyDistiller(Distiller):
         beta: float = 0.5,
         skew: float = 0.1,
         alpha: float = 1.0,
+        lmbda_warmup_steps: int = 0,
+        lmbda_ramp_steps: int = 0,
+        sampler: str = "hf",
         cache_dir: str | None = None,
         generation_batch_size: int = 128,
         **base: Any,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
+        check_schedule(lmbda_warmup_steps, lmbda_ramp_steps, sampler)
         max_new_tokens = self.with_defaults(base)["max_new_tokens"]
         self.settings, self.on_samples, self.on_dataset = onpolicy_objectives(
             lmbda, alpha, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p, skew
@@ -65,7 +72,8 @@ class OnPolicyDistiller(Distiller):
         if lmbda == 0 and alpha == 0:
             log.warning("distiller.lmbda=0 with alpha=0 never uses the teacher: this is distiller=supervised")
         super().__init__(student_model, teacher_model, tokenizer, **base)
-        self.lmbda = lmbda
+        self.lmbda, self.warmup, self.ramp, self.step = lmbda, lmbda_warmup_steps, lmbda_ramp_steps, 0
+        self.sample = SAMPLERS[sampler]
         self.warned_unstopped = False  # one warning line per run when samples run out of max_length
         generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
         self.text_validation = TextValidation(generations, self.max_new_tokens, self.task)
@@ -75,17 +83,23 @@ class OnPolicyDistiller(Distiller):
         super().check_config(options)
         o = cls.with_defaults(options)
         call_with(onpolicy_objectives, o)
+        call_with(check_schedule, o)
         TeacherGenerations.check_batch_size(o["generation_batch_size"])
+
+    def set_step(self, step: int) -> None:
+        """The loop's optimizer step before each micro-batch (restored on resume): the lmbda schedule's clock."""
+        self.step = step
 
     def compute_loss(self, batch: Batch) -> LossOutput:
         """The loss on a dataset batch or on the student's samples, with what tells them apart in the log:
         ``on_policy`` (its mean over a logging window is the on-policy share), ``kd_dataset`` or ``kd_sampled``,
         and for samples :func:`sample_stats` (their length, and the share that stopped)."""
-        if not bool(torch.rand(()) < self.lmbda):  # torch's global RNG: restored on resume
+        lmbda = lmbda_at(self.step, self.lmbda, self.warmup, self.ramp)
+        if not bool(torch.rand(()) < lmbda):  # torch's global RNG: restored on resume
             out = self.loss_on(batch, self.on_dataset)
             out.parts.update(on_policy=0.0, kd_dataset=out.parts.get("kd", float("nan")))
             return out
-        sequences = student_samples(self.student, self.tokenizer, self.settings, batch)
+        sequences = self.sample(self.student, self.tokenizer, self.settings, batch)
         out = self.loss_on(sequences, self.on_samples, names={"ce": ""})
         stats = sample_stats(sequences["labels"], self.tokenizer.eos_token_id)
         out.parts.update(on_policy=1.0, kd_sampled=out.parts.get("kd", float("nan")), **stats)
@@ -96,6 +110,22 @@ class OnPolicyDistiller(Distiller):
                         self.settings.max_new_tokens)  # fmt: skip
             self.warned_unstopped = True
         return out
+
+
+def lmbda_at(step: int, lmbda: float, warmup: int, ramp: int) -> float:
+    """The on-policy probability at an optimizer step: 0 (off-policy) for the first ``warmup`` steps, then
+    rising linearly to ``lmbda`` over ``ramp`` steps (0: at once), so the student writes something
+    gradeable before it is graded."""
+    if step < warmup:
+        return 0.0
+    return lmbda if ramp == 0 else lmbda * min(1.0, (step - warmup + 1) / ramp)
+
+
+def check_schedule(lmbda_warmup_steps: int, lmbda_ramp_steps: int, sampler: str) -> None:
+    """The lmbda schedule's steps (integers >= 0) and a known sampler, one line each."""
+    require_int("distiller.lmbda_warmup_steps", lmbda_warmup_steps, minimum=0)
+    require_int("distiller.lmbda_ramp_steps", lmbda_ramp_steps, minimum=0)
+    require(sampler in SAMPLERS, "distiller.sampler", sampler, f"must be one of {', '.join(SAMPLERS)}")
 
 
 def sample_stats(labels: torch.Tensor, eos_token_id: int | None) -> dict[str, float]:

@@ -89,9 +89,16 @@ def on_policy_batch(
 def student_samples(
     student: nn.Module, tokenizer: PreTrainedTokenizerBase, settings: GenerationSettings, batch: Batch
 ) -> dict[str, torch.Tensor]:
-    """The batch's prompts with completions the student generates now (torch's global RNG)."""
+    """The batch's prompts with completions the student generates now (torch's global RNG), batched with
+    the KV cache by transformers' ``generate``."""
     prompt_ids, prompt_mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]
     generated = generate_ids(student, tokenizer, prompt_ids, prompt_mask, settings)
     seq = on_policy_batch(prompt_ids, prompt_mask, generated, tokenizer.eos_token_id, tokenizer.pad_token_id)
     device = next(student.parameters()).device
     return {k: v.to(device) for k, v in seq.items()}
+
+
+# The on-policy distiller's samplers (``distiller.sampler``): (student, tokenizer, settings, batch) -> right-padded
+# input_ids / attention_mask / labels of the batch's prompts and the student's completions. Another engine (e.g.
+# vLLM on a GPU, with the student's current weights) is one more entry; the distiller does not change.
+SAMPLERS = {"hf": student_samples}

@@ -202,6 +202,8 @@ def _train(
         for batch in batches_from(train_loader, s.micro, len(train_loader)):  # type: ignore[arg-type]
             if s.step >= s.total:
                 break
+            if hasattr(s.distiller, "set_step"):  # a distiller whose schedule follows the step (onpolicy's lmbda)
+                s.distiller.set_step(s.step)
             with autocast:
                 parts = s.distiller.train_step(batch, loss_scale=1.0 / s.grad_accum)
             s.micro += 1

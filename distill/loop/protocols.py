@@ -13,7 +13,8 @@ from torch import nn
 class Trainable(Protocol):
     """A distiller as the loop sees it (:class:`distill.distillers.BaseDistiller` is one).
 
-    Optional: ``prepare(train_loader, val_loader)`` for one-off work before the first step (the
+    Optional: ``set_step(step)``, called with the optimizer step before each micro-batch (a schedule's
+    clock, restored on resume); ``prepare(train_loader, val_loader)`` for one-off work before the first step (the
     language distiller's teacher generations), ``last_samples`` (rows logged after ``validate``),
     and ``extra_modules() -> nn.Module | None``: trainable modules besides the student (kept in
     checkpoints with their optimizer state, not in the exported student).
