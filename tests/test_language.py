@@ -410,3 +410,30 @@ def test_the_sampler_is_a_seam(splits, cache_dir, monkeypatch):
                           cache_dir=cache_dir)  # fmt: skip
     parts = d.compute_loss(batch).parts
     assert calls == [3] and parts["sample_tokens"] == 1.0 and parts["sample_stopped"] == 1.0
+
+
+def tokenizer_ending_with_pad():
+    """The embedded tokenizer with the same vocabulary, whose responses would end with <pad> instead of <eos>."""
+    tok = build_tokenizer()
+    tok.eos_token = "<pad>"
+    return tok
+
+
+def test_a_teacher_that_ends_responses_with_another_token_is_refused_in_one_line():
+    from distill.data.rendering import check_same_end_of_response
+    from distill.run.experiment import build_distiller
+    from tests.conftest import compose
+
+    student, teacher = build_tokenizer(), tokenizer_ending_with_pad()
+    line = (
+        f"model.teacher_tokenizer ends a response with id {teacher.eos_token_id} ('<pad>') and model.tokenizer "
+        f"with id {student.eos_token_id} ('<eos>'): distiller=language needs one end-of-response token"
+    )
+    with pytest.raises(ConfigError) as error:
+        check_same_end_of_response(student, teacher, False, "language")
+    assert str(error.value) == line
+    check_same_end_of_response(student, build_tokenizer(), False, "language")  # the same token: no error
+    different = "+model.teacher_tokenizer._target_=tests.test_language.tokenizer_ending_with_pad"
+    for distiller in ("language", "onpolicy"):
+        with pytest.raises(ConfigError, match=f"distiller={distiller} needs one end-of-response token"):
+            build_distiller(compose("experiment=smoke", "logger=none", f"distiller={distiller}", different))

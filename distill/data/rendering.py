@@ -46,6 +46,27 @@ def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(ids[0])
 
 
+def end_of_response(tokenizer: PreTrainedTokenizerBase, chat: bool) -> int | None:
+    """The token a response ends with: the chat template's end-of-turn token (with a template in use), else EOS."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return end_of_turn(tokenizer)
+    return tokenizer.eos_token_id
+
+
+def check_same_end_of_response(
+    student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase, chat: bool, distiller: str
+) -> None:
+    """Refuse, in one line naming both ids, a teacher whose responses end with another token than the
+    student's: a student trained on the teacher's text or graded by it would not stop like its teacher."""
+    ids = end_of_response(student, chat), end_of_response(teacher, chat)
+    if ids[0] != ids[1]:
+        names = [t.convert_ids_to_tokens(i) if i is not None else None for t, i in zip((student, teacher), ids)]
+        raise ConfigError(
+            f"model.teacher_tokenizer ends a response with id {ids[1]} ({names[1]!r}) and model.tokenizer with "
+            f"id {ids[0]} ({names[0]!r}): distiller={distiller} needs one end-of-response token"
+        )
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
     """The conversation so far, rendered with the generation prompt (what the assistant continues)."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -40,6 +40,7 @@ class BaseDistiller(ABC):
     """
 
     requires_teacher: ClassVar[bool] = True  # whether the method uses a teacher at all
+    writes_text: ClassVar[bool] = False  # whether it trains on generated text (teacher's or student's)
 
     def __init__(
         self,

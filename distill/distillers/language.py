@@ -39,6 +39,8 @@ class LanguageDistiller(Distiller):
     Other options (``chunk_size``, ...) are :class:`~distill.distillers.distiller.Distiller`'s.
     """
 
+    writes_text = True
+
     def __init__(
         self,
         student_model: nn.Module,

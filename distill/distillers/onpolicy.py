@@ -41,6 +41,8 @@ class OnPolicyDistiller(Distiller):
     language distiller. Other options (``chunk_size``, ...) are :class:`~distill.distillers.distiller.Distiller`'s.
     """
 
+    writes_text = True
+
     def __init__(
         self,
         student_model: nn.Module,

@@ -32,6 +32,7 @@ from distill.core import ranks
 from distill.core.errors import ConfigError
 from distill.core.instantiate import build, runtime_kwargs
 from distill.data import TaskData
+from distill.data.rendering import check_same_end_of_response
 from distill.loggers import NullLogger
 from distill.loop import TrainConfig, checkpoint_dirs, fit, load_latest
 from distill.models import check_model_fits, check_same_tokenizer, num_parameters
@@ -164,9 +165,13 @@ def build_distiller(cfg: DictConfig) -> tuple[Any, TeacherSource, TaskData]:
     """Tokenizer, data, student, the teacher (or only its cached targets) and the distiller."""
     distiller_cls = get_class(cfg.distiller._target_)
     tokenizer = build(cfg.model.tokenizer)
-    if cfg.model.get("teacher_tokenizer") is not None:  # models with their own tokenizers must agree
-        check_same_tokenizer(tokenizer, build(cfg.model.teacher_tokenizer))
+    teacher_tokenizer = build(cfg.model.teacher_tokenizer) if cfg.model.get("teacher_tokenizer") else None
+    if teacher_tokenizer is not None:  # models with their own tokenizers must agree
+        check_same_tokenizer(tokenizer, teacher_tokenizer)
     data = build(cfg.data, tokenizer=tokenizer)
+    if teacher_tokenizer is not None and getattr(distiller_cls, "writes_text", False):
+        name = distiller_cls.__name__.removesuffix("Distiller").lower()
+        check_same_end_of_response(tokenizer, teacher_tokenizer, data.chat, name)
     teacher = TeacherSource(cfg, tokenizer, data, fit_teacher=fit_teacher)
     student = build_student(cfg, tokenizer, data, teacher)
     available = {"student_model": student, "tokenizer": tokenizer, "task": data.task}
