@@ -41,12 +41,33 @@ SWEEPS = {
 }
 
 
-def sweep_command(name: str, overrides: list[str], runs: Path, seeds: str, jobs: int, extra: list[str]) -> list[str]:
+def sweep_command(
+    name: str,
+    overrides: list[str],
+    runs: Path,
+    seeds: str,
+    jobs: int,
+    extra: list[str],
+    logger: tuple[str, ...] = ("logger=none",),
+) -> list[str]:
     launcher = ["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     return [
-        sys.executable, "train.py", "-m", *launcher, f"seed={seeds}", *overrides, "logger=none",
+        sys.executable, "train.py", "-m", *launcher, f"seed={seeds}", *overrides, *logger,
         "train.progress=false", f"hydra.sweep.dir={runs / name}", *extra,
     ]  # fmt: skip
+
+
+def run_sweep(command: list[str], name: str, directory: Path, dry_run: bool = False) -> bool:
+    """Print the sweep's command and (unless ``dry_run``) run it, printing its wall time; False if it failed."""
+    print(" ".join(command[1:]), flush=True)
+    if dry_run:
+        return True
+    started = time.time()
+    if subprocess.run(command, cwd=ROOT).returncode != 0:
+        print(f"sweep {name} failed; see {directory}", file=sys.stderr)
+        return False
+    print(f"sweep {name}: {time.time() - started:.0f} s", flush=True)
+    return True
 
 
 def prepare_teacher(extra: list[str]) -> None:
@@ -83,14 +104,8 @@ def main() -> int:
         prepare_teacher(extra)
     for name in args.sweeps:
         command = sweep_command(name, SWEEPS[name], args.runs, args.seeds, args.jobs, extra)
-        print(" ".join(command[1:]), flush=True)
-        if args.dry_run:
-            continue
-        started = time.time()
-        if subprocess.run(command, cwd=ROOT).returncode != 0:
-            print(f"sweep {name} failed; see {args.runs / name}", file=sys.stderr)
+        if not run_sweep(command, name, args.runs / name, args.dry_run):
             return 1
-        print(f"sweep {name}: {time.time() - started:.0f} s", flush=True)
     report = [sys.executable, "-m", "distill.report", *(str(args.runs / n) for n in args.sweeps)]
     report += ["--out", str(args.out)]
     print(" ".join(report[1:]), flush=True)

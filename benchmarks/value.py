@@ -31,14 +31,12 @@ without the seed>``), so the dashboard shows the same comparison. Extra override
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.results import prepare_teacher, sweep_command
+from benchmarks.results import prepare_teacher, run_sweep, sweep_command
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ["distiller.teacher_cache=top_k"]  # logit from the top-k cache: an online logit run's result at half its cost
@@ -177,7 +175,7 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args, extra = parser.parse_known_args()
     name = args.benchmark
-    logger = ["logger=wandb", f"logger.job_type={name}"] if args.wandb else []
+    logger = ("logger=wandb", f"logger.job_type={name}") if args.wandb else ("logger=none",)
     given = {e.partition("=")[0] for e in extra}
     extra = [*(s for s in SETTINGS[name] if s.partition("=")[0] not in given), *extra]  # the caller's win
     if not args.dry_run:
@@ -186,18 +184,10 @@ def main() -> int:
     for sweep, overrides in BENCHMARKS[name].items():
         if args.sweeps is not None and sweep not in args.sweeps.split(","):
             continue
-        command = sweep_command(sweep, overrides, args.runs / name, args.seeds, args.jobs, extra)
-        if logger:
-            command = [c for c in command if c != "logger=none"] + logger
+        command = sweep_command(sweep, overrides, args.runs / name, args.seeds, args.jobs, extra, logger)
         runs.append(args.runs / name / sweep)
-        print(" ".join(command[1:]), flush=True)
-        if args.dry_run:
-            continue
-        started = time.time()
-        if subprocess.run(command, cwd=ROOT).returncode != 0:
-            print(f"sweep {sweep} failed; see {args.runs / name / sweep}", file=sys.stderr)
+        if not run_sweep(command, sweep, runs[-1], args.dry_run):
             return 1
-        print(f"sweep {sweep}: {time.time() - started:.0f} s", flush=True)
     if not args.dry_run:
         print(summarise(name, args.out / name, runs))
         print(f"written: {args.out / name}")

@@ -164,9 +164,14 @@ class TaskData:
         out["truncated"] = [len(v) > self.max_length for v in enc["input_ids"]]
         return out
 
+    @property
+    def has_unlabelled(self) -> bool:
+        """Whether some training prompts have no gold response (``labelled_fraction`` < 1)."""
+        return self.num_labelled < len(self.task_train)
+
     def unlabelled_prompts(self) -> dict[str, list[int]]:
-        """The training prompts without a gold response (``labelled_fraction`` < 1): text -> token ids."""
-        if self.num_labelled == len(self.task_train):
+        """The training prompts without a gold response: text -> token ids."""
+        if not self.has_unlabelled:
             return {}
         rest = self.task_train.select(range(self.num_labelled, len(self.task_train)))
         return dict(zip(rest["prompt"], rest["prompt_ids"]))

@@ -14,7 +14,7 @@ size) is alive at a time. With z = s / T, p_S = softmax(z), p_T = softmax(t / T)
     skew_reverse_kl(s)  d T^2 KL(p_S || M) / ds = T p_S (g - <p_S, g>),  M = s p_S + (1 - s) p_T,
                         g = log p_S - log M - s p_S / M
     sparse      d T^2 KL(w || p_S) / ds  = T (p_S - sum_i w_i onehot(ids_i))
-    sparse skewed  the skewed forward KL against w (see _sparse_skewed)
+    sparse skewed  the skewed forward KL against w (see gradients.sparse_skewed_and_grad)
     CE          d CE / ds                = softmax(s) - onehot(target)
 
 then divided by N for ``reduction="mean"``. Divergence gradients land on the first ``width`` columns only.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from distill.losses.gradients import cross_entropy_and_grad, divergence_and_grad
+from distill.losses.gradients import cross_entropy_and_grad, divergence_and_grad, sparse_skewed_and_grad
 from distill.losses.head import Head
 from distill.losses.objective import Objective
 from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher, sparse_kl_rows
@@ -81,7 +81,8 @@ def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
     """Summed T^2 D over the chunk, and d(T^2 D)/ds = T dD/dz (C, width); log_s = log p_S (overwritten)."""
     t = plan.objective.temperature
     if plan.sparse is not None and plan.objective.divergence == "skew_forward_kl":
-        return _sparse_skewed(plan, log_s, rows)
+        value, grad = sparse_skewed_and_grad(log_s, plan.sparse[0][rows], plan.sparse[1][rows], plan.objective.skew)
+        return value.sum() * t**2, grad.mul_(t)
     if plan.sparse is not None:  # D = sum_i w_i (log w_i - log p_S(ids_i));  dD/dz = p_S - sum_i w_i onehot(ids_i)
         ids, w = plan.sparse[0][rows], plan.sparse[1][rows]
         value = sparse_kl_rows(log_s, ids, w)
@@ -96,20 +97,6 @@ def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
 
 
 SPARSE_NAMES = " or ".join(SPARSE_DIVERGENCES)
-
-
-def _sparse_skewed(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
-    """A sparse teacher w with the skewed forward KL, M = s w + (1 - s) p_S on the cached ids (w is 0
-    elsewhere): D = sum_i w_i (log w_i - log M_i), dD/dz = -(1 - s) (sum_i p_S,i a_i onehot(ids_i) - p_S c),
-    a = w / M, c = sum_i p_S,i a_i."""
-    t, skew = plan.objective.temperature, plan.objective.skew
-    ids, w = plan.sparse[0][rows], plan.sparse[1][rows]
-    value = sparse_kl_rows(log_s, ids, w, skew)
-    p_ids = log_s.gather(-1, ids).exp()
-    p_a = torch.where(w > 0, w * p_ids / (skew * w + (1.0 - skew) * p_ids), 0.0)  # p_S a on the cached ids
-    p_s = log_s.exp_()
-    grad = p_s.mul_(-p_a.sum(-1, keepdim=True)).scatter_add_(1, ids, p_a).mul_(-(1.0 - skew))
-    return value.sum() * t**2, grad.mul_(t)
 
 
 def _chunk(plan: _Plan, head: Head, hidden: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor | None]:

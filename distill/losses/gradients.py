@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from distill.losses.divergences import SKEWED
+from distill.losses.sparse import sparse_kl_rows
 
 
 def masked_(p: Tensor, r: Tensor) -> Tensor:
@@ -76,6 +77,17 @@ def skewed_and_grad(log_s: Tensor, log_t: Tensor, divergence: str, skew: float) 
     value = p_r.sum(-1)
     p_g = p_r.sub_(ratio, alpha=skew)  # p_S g
     return value, p_g.sub_(p_s.mul_(p_g.sum(-1, keepdim=True)))
+
+
+def sparse_skewed_and_grad(log_s: Tensor, ids: Tensor, w: Tensor, skew: float) -> tuple[Tensor, Tensor]:
+    """A sparse teacher w (C, k) on ``ids`` with the skewed forward KL, M = s w + (1 - s) p_S on the cached ids
+    (w is 0 elsewhere): D = sum_i w_i (log w_i - log M_i) per row, and
+    dD/dz = -(1 - s) (sum_i p_S,i a_i onehot(ids_i) - p_S c), a = w / M, c = sum_i p_S,i a_i. Overwrites log_s."""
+    value = sparse_kl_rows(log_s, ids, w, skew)
+    p_ids = log_s.gather(-1, ids).exp()
+    p_a = torch.where(w > 0, w * p_ids / (skew * w + (1.0 - skew) * p_ids), 0.0)  # p_S a on the cached ids
+    p_s = log_s.exp_()
+    return value, p_s.mul_(-p_a.sum(-1, keepdim=True)).scatter_add_(1, ids, p_a).mul_(-(1.0 - skew))
 
 
 def cross_entropy_and_grad(s: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

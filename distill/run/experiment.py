@@ -180,7 +180,7 @@ def build_distiller(cfg: DictConfig) -> tuple[Any, TeacherSource, TaskData]:
     needs = distiller_cls.teacher_input(options) if hasattr(distiller_cls, "teacher_input") else "model"
     if needs is not None:  # data.labelled_fraction < 1: the teacher labels the other prompts
         teacher.label_unlabelled()
-    elif data.unlabelled_prompts():
+    elif data.has_unlabelled:
         print(f"training set: the {data.num_labelled} labelled examples (this distiller uses no teacher)")
     if needs == "targets":
         available["teacher_targets"] = ranks.main_first(teacher.targets)  # rank 0 builds, the others read

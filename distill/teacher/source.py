@@ -101,7 +101,7 @@ class TeacherSource:
     def label_unlabelled(self) -> None:
         """The data's unlabelled training prompts get the teacher's greedy responses (cached under
         ``<cache>/generations``): see :func:`distill.teacher.label_unlabelled`."""
-        if not self.data.unlabelled_prompts():
+        if not self.data.has_unlabelled:
             return
         n = label_unlabelled(self.data, self.model(), self.root / "generations", progress=self.available["progress"])
         rows = len(self.data.train) - self.data.num_labelled
