@@ -28,17 +28,24 @@ Variants (what one timed step is):
              step, zero_grad and the Trainer's per-step bookkeeping; the data loading before on_step_begin and the
              logging after on_step_end are not timed (as the other variants time pre-collated batches).
 
+    onpolicy OnPolicyDistiller(student, teacher, its defaults, lmbda=1 with no warm start: every step samples)
+             .train_step(batch) and the same optimizer work: the student generates a completion of each of the
+             batch's prompts (transformers' generate, KV cache, sampled at T = 1), capped at the batch's longest
+             dataset response (EOS included) so that the sampled batch is as long as the dataset one (the
+             untrained student rarely stops earlier), then the student's and the teacher's forward on it and
+             the loss. Tiny size only. Its target: at most 1.5x the project's median step.
+
 How it measures. A worker (``--worker``, a fresh subprocess) builds the models and batches, reads its RSS (``setup
 GB``: libraries, models, data), runs ``--steps`` timed steps after the untimed warm-up ones (tiny: 3, big: 1;
 time.perf_counter; default tiny 30, big 1: one big naive or trl step is ~25 s of work) and reports tokens/s =
 response tokens of the timed batches (the positions the loss is taken on: shifted labels != -100) / the summed step
 time, the median step time, and its peak RSS (``peak GB``, ru_maxrss, libraries included).
 
-- tiny: one worker per round runs the three variants step by step in turn, each on its own copies of the models:
-  TRL's loop drives, and after each of its steps a callback runs the project's and the naive step on the same
-  batch (those two swap places every step). A slow spell of the machine then hits all three alike: run in
+- tiny: one worker per round runs the variants step by step in turn, each on its own copies of the models:
+  TRL's loop drives, and after each of its steps a callback runs the other variants on the same batch (in an
+  order that flips every step). A slow spell of the machine then hits all alike: run in
   separate processes, the same variant's tokens/s moved by up to 40 % from process to process here, more than
-  the differences measured. The peak RSS is then the one process's, for the three together.
+  the differences measured. The peak RSS is then the one process's, for all of them together.
 - big: one worker per variant (project, naive, trl, project, ...), so each peak RSS is its own.
 
 The table gives the medians over ``--repeats`` rounds, and each ratio is the median over the rounds of that round's
@@ -67,6 +74,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import metadata, util
 from typing import Any
 
@@ -81,7 +89,8 @@ SIZES = {"tiny": None, "big": BIG_VOCAB}
 IN_ONE_PROCESS = {"tiny": True, "big": False}  # tiny: variants step by step in one process; big: one process each
 DEFAULT_STEPS = {"tiny": 30, "big": 1}  # a big naive or trl step takes ~25 s on one thread
 WARMUP = {"tiny": 3, "big": 1}
-VARIANTS = ("project", "naive", "trl")
+VARIANTS = ("project", "naive", "trl", "onpolicy")
+TINY_ONLY = ("onpolicy",)  # generation with a 151,936-column head at every sampled token: not timed at the big size
 NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, n_positions=128)
 TEACHER = dict(model_type="gpt2", n_layer=4, n_embd=128, n_head=4, **NO_DROPOUT)
 STUDENT = dict(model_type="gpt2", n_layer=3, n_embd=64, n_head=2, **NO_DROPOUT)
@@ -132,6 +141,11 @@ def setup(size: str, n_batches: int) -> tuple[Any, nn.Module, nn.Module, list[di
     return data, teacher, student, batches
 
 
+def longest_response(batch: dict[str, Any]) -> int:
+    """The most response tokens of one example of the batch (EOS included): the on-policy samples' length cap."""
+    return int((batch["labels"] != -100).sum(-1).max())
+
+
 def response_tokens(batch: dict[str, Any]) -> int:
     """The positions the loss is taken on: shifted labels that are not -100."""
     return int((batch["labels"][:, 1:] != -100).sum())
@@ -168,8 +182,21 @@ def naive_loss(student: nn.Module, teacher: nn.Module, batch: dict[str, Any]) ->
 
 
 def step_function(variant: str, teacher: nn.Module, student: nn.Module) -> Callable[[dict[str, Any]], None]:
-    """One training step of ``project`` or ``naive`` on a batch."""
+    """One training step of ``project``, ``naive`` or ``onpolicy`` on a batch."""
     work = optimizer_work(student)
+    if variant == "onpolicy":
+        from distill.data.arithmetic import build_tokenizer
+        from distill.distillers import OnPolicyDistiller
+
+        on_every_batch = dict(lmbda=1.0, lmbda_warmup_steps=0, lmbda_ramp_steps=0)  # every step samples
+        distiller = OnPolicyDistiller(student, teacher, build_tokenizer(), **on_every_batch)
+
+        def onpolicy_step(batch: dict[str, Any]) -> None:
+            distiller.settings = replace(distiller.settings, max_new_tokens=longest_response(batch))
+            distiller.train_step(batch)
+            work()
+
+        return onpolicy_step
     if variant == "project":
         from distill.distillers import LogitDistiller
 
@@ -248,11 +275,11 @@ def trl_loop(
 def interleaved(
     teacher: nn.Module, student: nn.Module, data: Any, batches: list, variants: list[str]
 ) -> dict[str, list[float]]:
-    """Seconds of every step of each variant, the three run step by step in turn on the same batch.
+    """Seconds of every step of each variant, the variants run step by step in turn on the same batch.
 
     Each variant trains its own copies of the two models. TRL's loop drives (its callback runs the
-    project's and the naive step on the batch it has just trained on); without TRL a plain loop does.
-    The project and the naive step swap places every step, so neither always runs right after TRL.
+    other variants on the batch it has just trained on); without TRL a plain loop does. Their order
+    flips every step, so none always runs right after TRL.
     """
     steps = {v: step_function(v, copy.deepcopy(teacher), copy.deepcopy(student)) for v in variants if v != "trl"}
     seconds: dict[str, list[float]] = {v: [] for v in steps}
@@ -334,6 +361,9 @@ def run_size(size: str, args: argparse.Namespace) -> Runs:
     runs: Runs = {v: [] for v in args.variants}
     if IN_ONE_PROCESS[size] and "trl" in runs and not trl_available():
         runs["trl"] = "TRL not installed"
+    for variant in TINY_ONLY:
+        if SIZES[size] is not None and variant in runs:
+            runs[variant] = "tiny size only"
     for r in range(args.repeats):
         for worker_variant in ["all"] if IN_ONE_PROCESS[size] else args.variants:
             wanted = [v for v in args.variants if worker_variant in ("all", v) and not isinstance(runs[v], str)]
@@ -416,6 +446,8 @@ def print_targets(results: dict[str, Runs]) -> None:
         within = verdict(vs_naive, (vs_naive or 0) >= 1 / 1.1)
         print(f"  tiny: project within 1.1x of naive tokens/s (>= 0.91x): {within}")
         print(f"  tiny: project >= 1.2x TRL tokens/s: {verdict(vs_trl, (vs_trl or 0) >= 1.2)}")
+        slower = ratio(results["tiny"], "onpolicy", "project", lambda run: run["step_ms"])
+        print(f"  tiny: onpolicy step <= 1.5x the project's (ms/step): {verdict(slower, (slower or 9) <= 1.5)}")
     if "big" in results:
         vs_trl = ratio(results["big"], "project", "trl")
         memory = ratio(results["big"], "project", "trl", lambda run: run["peak"])

@@ -4,7 +4,8 @@
     python -m benchmarks.value transfer   # few labels: data.labelled_fraction 0.01, 0.05, 1.0
     python -m benchmarks.value sizes      # students of 1/5, 1/10 and 1/25 of the teacher's parameters
     python -m benchmarks.value budgets    # test accuracy at 300 to 1,500 steps, each budget its own schedule
-        [--seeds 0,1,2] [--jobs 2] [--runs outputs/value] [--out docs/value] [--sweeps A,B] [--wandb]
+    python -m benchmarks.value onpolicy   # on-policy distillation (both objectives) against logit, 600 and 1,500 steps
+        [--seeds 0,1,2 (onpolicy: 0-4)] [--jobs 2] [--runs outputs/value] [--out docs/value] [--sweeps A,B] [--wandb]
         [--dry-run] [override ...]
 
 Each runs its sweeps with ``train.py -m`` (as :mod:`benchmarks.results` does: the teacher trained
@@ -26,6 +27,10 @@ without the seed>``), so the dashboard shows the same comparison. Extra override
               4 x 38 (1/10.3) and 4 x 24 (1/23.9).
     budgets   supervised and logit (top-k cache, k = 16, T = 2 and 4) trained for 300, 600, 900, 1,200 and
               1,500 steps, each with its own cosine schedule: the budget each needs to reach the teacher.
+    onpolicy  the default logit distiller (online teacher) and onpolicy with its defaults, objective gkd and
+              reverse_kl_reward, at 600 and 1,500 steps (each its own schedule), seeds 0-4; the summary checks
+              onpolicy against logit: at 1,500 steps mean >= logit's - 0.5 points and std <= 2x logit's, at
+              600 steps mean >= logit's.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ CACHE = ["distiller.teacher_cache=top_k"]  # logit from the top-k cache: an onli
 FRACTIONS = "data.labelled_fraction=0.01,0.05,1.0"
 SIZES = "model/student=gpt2_small,gpt2_tenth,gpt2_25th"
 BUDGETS = "train.max_steps=300,600,900,1200,1500"
+ONPOLICY_BUDGETS = "train.max_steps=600,1500"
 BENCHMARKS: dict[str, dict[str, list[str]]] = {
     "curves": {
         "supervised": ["distiller=supervised"],
@@ -63,31 +69,41 @@ BENCHMARKS: dict[str, dict[str, list[str]]] = {
         "supervised": ["distiller=supervised", BUDGETS],
         "logit": [*CACHE, "distiller.temperature=2,4", BUDGETS],
     },
+    "onpolicy": {
+        "logit": [ONPOLICY_BUDGETS],
+        "onpolicy": ["distiller=onpolicy", "distiller.objective=gkd,reverse_kl_reward", ONPOLICY_BUDGETS],
+    },
 }
 SETTINGS = {  # every job of the benchmark
     "curves": ["train.eval_every=100", "train.eval_test=true"],
     "transfer": ["train.eval_every=0"],
     "sizes": ["train.eval_every=0"],
     "budgets": ["train.eval_every=0"],
+    "onpolicy": ["train.eval_every=0"],
 }
-# the summary's rows (curves: one row per method)
-ROW = {"transfer": "labelled_fraction", "sizes": "model/student", "budgets": "max_steps"}
+# the summary's rows (curves: one row per method), the method the others are compared with, and the default seeds
+ROW = {"transfer": "labelled_fraction", "sizes": "model/student", "budgets": "max_steps", "onpolicy": "max_steps"}
+BASE = {"onpolicy": "logit"}  # default: supervised
+SEEDS = {"onpolicy": "0,1,2,3,4"}  # default: 0,1,2
 
 
 def method_column(table: pd.DataFrame) -> pd.Series:
-    """``supervised``, ``logit top_k``, ``logit top_k T=4``, ``language``: the distiller, its cache and, when
-    it varies between runs, its temperature."""
+    """``supervised``, ``logit top_k``, ``logit top_k T=4``, ``onpolicy reverse_kl_reward``: the distiller, its cache,
+    its on-policy objective and, when it varies between runs, its temperature."""
     none = pd.Series([None] * len(table), index=table.index)
     cache, temperature = table.get("teacher_cache", none), table.get("temperature", none)
+    objective = table.get("objective", none)
     return table["distiller"] + [
-        (f" {c}" if isinstance(c, str) and c else "") + (f" T={t:g}" if isinstance(t, float) and t == t else "")
-        for c, t in zip(cache, temperature)
+        (f" {c}" if isinstance(c, str) and c else "")
+        + (f" {o}" if isinstance(o, str) and o else "")
+        + (f" T={t:g}" if isinstance(t, float) and t == t else "")
+        for c, o, t in zip(cache, objective, temperature)
     ]
 
 
-def grid_summary(out: Path, row: str) -> str:
-    """Test accuracy, mean ± std over seeds, rows = ``row`` values, columns = methods, and each method's
-    difference from ``supervised`` in the same row; the teacher's test accuracy and each student's size."""
+def grid_summary(out: Path, row: str, base: str = "supervised") -> str:
+    """Test accuracy, mean ± std over seeds, rows = ``row`` values, columns = methods (``base`` first), and each
+    method's difference from ``base`` in the same row; the teacher's test accuracy and each student's size."""
     runs = pd.read_csv(out / "report.csv")
     runs = runs[runs["student/test_accuracy"].notna()].copy()
     runs["method"] = method_column(runs)
@@ -96,18 +112,46 @@ def grid_summary(out: Path, row: str) -> str:
     teacher = runs["teacher/test_accuracy"].mean()
     stats = runs.groupby([row, "method"])["student/test_accuracy"].agg(["mean", "std", "count"])
     lines = [f"Test accuracy, mean ± std over seeds (n per cell); the teacher: {teacher:.3f}.", ""]
-    methods = list(dict.fromkeys(runs["method"]))
-    lines += ["| " + " | ".join([row, *methods, *(f"{m} - supervised" for m in methods[1:])]) + " |"]
+    methods = sorted(dict.fromkeys(runs["method"]), key=lambda m: m != base)
+    lines += ["| " + " | ".join([row, *methods, *(f"{m} - {base}" for m in methods[1:])]) + " |"]
     lines += ["|:---|" + "---:|" * (2 * len(methods) - 1)]
     for value in dict.fromkeys(runs[row]):
-        cells, base = [str(value)], stats.loc[(value, "supervised")] if (value, "supervised") in stats.index else None
+        cells = [str(value)]
+        reference = stats.loc[(value, base)] if (value, base) in stats.index else None
         for m in methods:
             s = stats.loc[(value, m)] if (value, m) in stats.index else None
             cells.append("-" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f} ({int(s['count'])})")
         for m in methods[1:]:
             s = stats.loc[(value, m)] if (value, m) in stats.index else None
-            cells.append("-" if s is None or base is None else f"{100 * (s['mean'] - base['mean']):+.1f} points")
+            cells.append(
+                "-" if s is None or reference is None else f"{100 * (s['mean'] - reference['mean']):+.1f} points"
+            )
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def onpolicy_targets(out: Path) -> str:
+    """Issue 23's targets for every onpolicy method against logit: at the most steps, mean >= logit's - 0.5 points
+    and std <= 2x logit's; at the fewest, mean >= logit's. One line each with the measured values."""
+    runs = pd.read_csv(out / "report.csv")
+    runs = runs[runs["student/test_accuracy"].notna()].copy()
+    runs["method"] = method_column(runs)
+    stats = runs.groupby(["max_steps", "method"])["student/test_accuracy"].agg(["mean", "std"])
+    lines, (low, high) = (
+        ["Targets (against logit at the same budget):", ""],
+        (runs["max_steps"].min(), runs["max_steps"].max()),
+    )
+    for method in (m for m in dict.fromkeys(runs["method"]) if m.startswith("onpolicy")):
+        if (high, method) in stats.index and (high, "logit") in stats.index:
+            s, ref = stats.loc[(high, method)], stats.loc[(high, "logit")]
+            mean_ok, std_ok = s["mean"] >= ref["mean"] - 0.005, s["std"] <= 2 * ref["std"]
+            lines.append(f"- {method}, {high} steps: mean {s['mean']:.3f} vs logit {ref['mean']:.3f} - 0.005: "
+                         f"{'met' if mean_ok else 'NOT met'}; std {s['std']:.3f} vs 2 x {ref['std']:.3f}: "
+                         f"{'met' if std_ok else 'NOT met'}")  # fmt: skip
+        if low != high and (low, method) in stats.index and (low, "logit") in stats.index:
+            s, ref = stats.loc[(low, method)], stats.loc[(low, "logit")]
+            ok = "met" if s["mean"] >= ref["mean"] else "NOT met"
+            lines.append(f"- {method}, {low} steps: mean {s['mean']:.3f} vs logit {ref['mean']:.3f}: {ok}")
     return "\n".join(lines)
 
 
@@ -152,7 +196,12 @@ def summarise(benchmark: str, out: Path, runs: list[Path]) -> str:
         curves, key = read_curves([r for path in runs for r in _runs(path)])
         text, plot = summary_markdown(curves, key), out / "curves.png"
     else:
-        text, plot = grid_summary(out, ROW[benchmark]), plot_grid(out, ROW[benchmark])
+        text, plot = (
+            grid_summary(out, ROW[benchmark], BASE.get(benchmark, "supervised")),
+            plot_grid(out, ROW[benchmark]),
+        )
+        if benchmark == "onpolicy":
+            text += "\n\n" + onpolicy_targets(out)
     (out / "summary.md").write_text(f"# {benchmark}\n\n{text}\n\n![{plot.stem}]({plot.name})\n")
     return text
 
@@ -168,7 +217,7 @@ def main() -> int:
     parser.add_argument("benchmark", choices=list(BENCHMARKS))
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "value")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "value")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default=None, help="comma-separated (default: 0,1,2; onpolicy: 0,1,2,3,4)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time (each gets cores // jobs threads)")
     parser.add_argument("--sweeps", default=None, help="only these sweeps, comma-separated (default: all)")
     parser.add_argument("--wandb", action="store_true", help="log every run to W&B, job_type=<benchmark>")
@@ -184,7 +233,8 @@ def main() -> int:
     for sweep, overrides in BENCHMARKS[name].items():
         if args.sweeps is not None and sweep not in args.sweeps.split(","):
             continue
-        command = sweep_command(sweep, overrides, args.runs / name, args.seeds, args.jobs, extra, logger)
+        seeds = args.seeds or SEEDS.get(name, "0,1,2")
+        command = sweep_command(sweep, overrides, args.runs / name, seeds, args.jobs, extra, logger)
         runs.append(args.runs / name / sweep)
         if not run_sweep(command, sweep, runs[-1], args.dry_run):
             return 1

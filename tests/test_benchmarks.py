@@ -30,8 +30,9 @@ def test_step_throughput_prints_its_table():
     out = bench("step_throughput", "--sizes", "tiny", "--repeats", "1", "--steps", "2")
     assert "V variant    tokens/s" in out
     assert "torch threads: 1" in out and "targets:" in out and "malloc: " in out
-    for variant in ("project", "naive"):
+    for variant in ("project", "naive", "onpolicy"):
         assert f"    100 {variant} " in out
+    assert "tiny: onpolicy step <= 1.5x the project's (ms/step): " in out
 
 
 def test_teacher_cache_speed_prints_its_table():

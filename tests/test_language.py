@@ -25,6 +25,9 @@ TEXT_KEYS = ("bleu", "chrf", "rougeL", "exact_match")
 VALIDATE_KEYS = {"loss", "accuracy", *TEXT_KEYS, *(f"agreement_{k}" for k in TEXT_KEYS)}
 
 
+AT_ONCE = {"lmbda_warmup_steps": 0, "lmbda_ramp_steps": 0}  # on-policy from the first step (default: a warm start)
+
+
 def tokenizer(pad_is_eos: bool = False):
     tok = build_tokenizer()
     if pad_is_eos:
@@ -277,7 +280,9 @@ def test_onpolicy_coin_uses_the_global_torch_rng(splits, cache_dir):
     batch = next(iter(data.train_loader()))
 
     def coins(lmbda: float, n: int = 8) -> list[float]:
-        d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=lmbda, max_length=4, cache_dir=cache_dir)
+        d = OnPolicyDistiller(
+            gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=lmbda, max_length=4, cache_dir=cache_dir, **AT_ONCE
+        )
         torch.manual_seed(0)
         out = []
         for _ in range(n):
@@ -303,6 +308,7 @@ def test_onpolicy_loss_is_divergence_on_generated_tokens(splits, cache_dir, monk
         max_length=6,
         divergence="forward_kl",
         cache_dir=cache_dir,
+        **AT_ONCE,
     )
     eos = tok.eos_token_id
     fixed = torch.tensor([[50, 51, eos, 52, 53, 54]] * len(batch["prompts"]))  # tokens after EOS must not count
@@ -317,6 +323,38 @@ def test_onpolicy_loss_is_divergence_on_generated_tokens(splits, cache_dir, monk
             t = torch.log_softmax(d.teacher(input_ids=ids).logits[0, len(prompt) - 1 : -1], -1)
         expected.append((t.exp() * (t - s)).sum(-1))
     assert loss.item() == pytest.approx(torch.cat(expected).mean().item(), rel=1e-4)
+
+
+def test_onpolicy_reverse_kl_reward_and_its_logged_log_probs_by_hand(splits, cache_dir, monkeypatch):
+    """objective=reverse_kl_reward on fixed samples: the loss is mean_t (log p_S(y_t) - log p_T(y_t)) over the
+    generated tokens, and teacher_logprob / student_logprob are the two means (also logged under gkd)."""
+    tok = tokenizer(pad_is_eos=True)
+    batch = next(iter(task_data(splits, tok).train_loader()))
+    eos = tok.eos_token_id
+    fixed = torch.tensor([[50, 51, eos, 52, 53, 54]] * len(batch["prompts"]))
+    monkeypatch.setattr("distill.distillers.sources.generate_ids", lambda *a, **k: fixed)
+    student_lp, teacher_lp = [], []
+    options = dict(lmbda=1.0, max_length=6, objective="reverse_kl_reward", cache_dir=cache_dir, **AT_ONCE)
+    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, **options)
+    for row, m in zip(batch["prompt_input_ids"], batch["prompt_attention_mask"]):
+        prompt = row[m.bool()].tolist()
+        ids = torch.tensor([[*prompt, 50, 51, eos]])
+        targets = ids[0, len(prompt) :, None]
+        with torch.no_grad():
+            for model, out in ((d.student, student_lp), (d.teacher, teacher_lp)):
+                log_p = torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1 : -1], -1)
+                out.append(log_p.gather(1, targets).squeeze(1))
+    s, t = torch.cat(student_lp), torch.cat(teacher_lp)
+    result = d.compute_loss(batch)
+    assert result.loss.item() == pytest.approx((s - t).mean().item(), rel=1e-4)
+    assert result.parts["teacher_logprob"] == pytest.approx(t.mean().item(), rel=1e-4)
+    assert result.parts["student_logprob"] == pytest.approx(s.mean().item(), rel=1e-4)
+    gkd = OnPolicyDistiller(d.student, d.teacher, tok, lmbda=1.0, max_length=6, cache_dir=cache_dir, **AT_ONCE)
+    assert gkd.compute_loss(batch).parts["teacher_logprob"] == pytest.approx(t.mean().item(), rel=1e-4)
+    with pytest.raises(
+        ConfigError, match=r"distiller.objective='ppo' is invalid: must be one of gkd, reverse_kl_reward"
+    ):
+        OnPolicyDistiller(d.student, d.teacher, tok, objective="ppo", cache_dir=cache_dir)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -357,7 +395,7 @@ def test_sample_stats_count_lengths_and_stops_by_hand():
 def test_onpolicy_logs_which_batches_were_sampled_and_how_samples_ended(splits, cache_dir, caplog):
     tok = tokenizer()
     batch = next(iter(task_data(splits, tok).train_loader()))
-    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=2, cache_dir=cache_dir)
+    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=2, cache_dir=cache_dir, **AT_ONCE)
     with caplog.at_level("WARNING", logger="distill.distillers.onpolicy"):
         parts = d.compute_loss(batch).parts
         d.compute_loss(batch)
@@ -377,7 +415,13 @@ def test_lmbda_schedule_is_off_policy_then_ramps_by_hand():
 
 
 def test_a_run_follows_the_lmbda_schedule_and_bad_schedules_are_one_line(tmp_path):
-    options = ["experiment=smoke", "logger=none", "distiller=onpolicy", "distiller.lmbda=1.0"]
+    options = [
+        "experiment=smoke",
+        "logger=none",
+        "distiller=onpolicy",
+        "distiller.lmbda=1.0",
+        "distiller.lmbda_ramp_steps=0",
+    ]
     result = cli(*options, "distiller.lmbda_warmup_steps=6", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     shares = {h["step"]: h["train/on_policy"] for h in read_jsonl(tmp_path / "history.jsonl") if "train/on_policy" in h}
@@ -406,7 +450,7 @@ def test_the_sampler_is_a_seam(splits, cache_dir, monkeypatch):
         return on_policy_batch(prompt_ids, mask, completions, tok.eos_token_id, tok.pad_token_id)
 
     monkeypatch.setitem(sources.SAMPLERS, "fixed", fixed)
-    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=3, sampler="fixed",
+    d = OnPolicyDistiller(gpt2(tok, 1), gpt2(tok, 2), tok, lmbda=1.0, max_length=3, sampler="fixed", **AT_ONCE,
                           cache_dir=cache_dir)  # fmt: skip
     parts = d.compute_loss(batch).parts
     assert calls == [3] and parts["sample_tokens"] == 1.0 and parts["sample_stopped"] == 1.0

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from distill.report.curves import Curve, area_under, read_curves, steps_to, summary
@@ -71,7 +72,9 @@ def value(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def test_every_benchmark_is_one_command():
     for name, expected in [("curves", "train.eval_test=true"), ("transfer", "data.labelled_fraction=0.01,0.05,1.0"),
-                           ("sizes", "model/student=gpt2_small,gpt2_tenth,gpt2_25th")]:  # fmt: skip
+                           ("sizes", "model/student=gpt2_small,gpt2_tenth,gpt2_25th"),
+                           ("onpolicy", "seed=0,1,2,3,4 distiller=onpolicy distiller.objective=gkd,reverse_kl_reward"),
+                           ]:  # fmt: skip
         proc = value(name, "--dry-run")
         assert proc.returncode == 0 and expected in proc.stdout, proc.stderr[-2000:]
     proc = value("sizes", "--dry-run", "--wandb")  # grouped per method by the runner, one job_type per benchmark
@@ -103,3 +106,31 @@ def test_the_curves_benchmark_reports_steps_to_the_teacher(tmp_path: Path):
     text = (out / "curves" / "summary.md").read_text()
     assert "`test/accuracy` evaluated at 6 steps, 2 to 12" in text
     assert "| supervised | 2 |" in text and "| logit teacher_cache=top_k | 2 |" in text
+
+
+def test_onpolicy_targets_compare_each_objective_with_logit_by_hand(tmp_path: Path):
+    """Means and stds written out: at 1,500 steps gkd is within 0.5 points with a small std, the reward objective
+    is not; at 600 steps gkd is above logit, the reward objective below."""
+    from benchmarks.value import grid_summary, onpolicy_targets
+
+    rows = []
+    cells = {
+        ("logit", None, 1500): [0.99, 0.98, 0.97], ("onpolicy", "gkd", 1500): [0.99, 0.975, 0.975],
+        ("onpolicy", "reverse_kl_reward", 1500): [0.99, 0.80, 0.97],
+        ("logit", None, 600): [0.70, 0.72, 0.74], ("onpolicy", "gkd", 600): [0.73, 0.74, 0.75],
+        ("onpolicy", "reverse_kl_reward", 600): [0.50, 0.52, 0.54],
+    }  # fmt: skip
+    for (distiller, objective, steps), accuracies in cells.items():
+        for seed, accuracy in enumerate(accuracies):
+            metrics = {"student/test_accuracy": accuracy, "teacher/test_accuracy": 0.99}
+            rows.append(dict(distiller=distiller, objective=objective, max_steps=steps, seed=seed, **metrics))
+    pd.DataFrame(rows).to_csv(tmp_path / "report.csv", index=False)
+    lines = onpolicy_targets(tmp_path).splitlines()
+    assert "- onpolicy gkd, 1500 steps: mean 0.980 vs logit 0.980 - 0.005: met; std 0.009 vs 2 x 0.010: met" in lines
+    assert any(line.startswith("- onpolicy reverse_kl_reward, 1500 steps: mean 0.920") and "NOT met; std" in line
+               and line.endswith("NOT met") for line in lines)  # fmt: skip
+    assert "- onpolicy gkd, 600 steps: mean 0.740 vs logit 0.720: met" in lines
+    assert "- onpolicy reverse_kl_reward, 600 steps: mean 0.520 vs logit 0.720: NOT met" in lines
+    table = grid_summary(tmp_path, "max_steps", "logit")
+    assert "| max_steps | logit | onpolicy gkd | onpolicy reverse_kl_reward | onpolicy gkd - logit |" in table
+    assert "| 600 | 0.720 ± 0.020 (3) | 0.740 ± 0.010 (3) | 0.520 ± 0.020 (3) | +2.0 points | -20.0 points |" in table

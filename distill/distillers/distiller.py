@@ -22,7 +22,7 @@ from distill.distillers.intermediate import IntermediateTerms, token_masks
 from distill.distillers.text_validation import TextValidation
 from distill.inference.evaluation import evaluate_model
 from distill.inference.forward import Forward, forward, frozen_forward
-from distill.losses import DEFAULT_CHUNK_SIZE, Objective, objective_loss
+from distill.losses import DEFAULT_CHUNK_SIZE, Hidden, Objective, TokenTeacher, objective_loss, token_log_probs
 from distill.models import model_task, shared_width
 from distill.models.activations import swap_activations
 
@@ -96,14 +96,18 @@ class Distiller(BaseDistiller):
         )
         return metrics
 
-    def loss_on(self, sequences: Batch, objective: Objective, names: dict[str, str] | None = None) -> LossOutput:
+    def loss_on(
+        self, sequences: Batch, objective: Objective, names: dict[str, str] | None = None, score_targets: bool = False
+    ) -> LossOutput:
         """The objective on ``sequences`` (``input_ids``, ``attention_mask``, ``labels``).
 
         The student runs with gradients; the teacher (when the objective weighs a divergence, or
         intermediate-layer terms are on) runs frozen; both are reduced to the positions that
         count, and :func:`~distill.losses.objective_loss` combines them (plus
         :attr:`intermediate`'s terms). ``names`` renames the logged parts (``{"ce": "ce_teacher"}``);
-        a part mapped to ``""`` is not logged.
+        a part mapped to ``""`` is not logged. ``score_targets``: also log ``teacher_logprob``, the teacher's
+        mean log-probability of the target tokens at the objective's temperature (for a sampled objective,
+        the one teacher input its loss needs: computed once).
         """
         chunked = self.chunk_size is not None
         extra = self.intermediate.request if self.intermediate is not None else {}
@@ -112,9 +116,15 @@ class Distiller(BaseDistiller):
             self.teacher_forward(sequences, chunked, extra) if objective.kd_weight > 0 or any(extra.values()) else None
         )
         kd_teacher = (teacher.outputs if isinstance(teacher, Forward) else teacher) if objective.kd_weight > 0 else None
+        scores = None
+        if score_targets and isinstance(kd_teacher, (torch.Tensor, Hidden)):
+            scores = token_log_probs(kd_teacher, student.targets, self.chunk_size, objective.temperature)
+            kd_teacher = TokenTeacher(scores) if objective.sampled else kd_teacher
         parts = objective_loss(
             student.outputs, kd_teacher, student.targets, objective, self.width, chunk_size=self.chunk_size
         )
+        if scores is not None:
+            parts["teacher_logprob"] = scores.mean()
         if self.intermediate is not None and any(extra.values()):
             mask, keys = token_masks(sequences, self.task, self.device)
             terms = self.intermediate(student, teacher, mask, keys)

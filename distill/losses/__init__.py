@@ -6,7 +6,8 @@ from distill.losses.chunked import DEFAULT_CHUNK_SIZE, chunk_rows
 from distill.losses.divergences import DIVERGENCES, distillation_loss
 from distill.losses.head import Head, Hidden
 from distill.losses.objective import CROSS_ENTROPY, Objective
-from distill.losses.objective_loss import objective_loss
+from distill.losses.objective_loss import objective_loss, token_log_probs
+from distill.losses.sampled import TokenTeacher
 from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher
 
 __all__ = [
@@ -18,7 +19,9 @@ __all__ = [
     "Hidden",
     "Objective",
     "SparseTeacher",
+    "TokenTeacher",
     "chunk_rows",
     "distillation_loss",
     "objective_loss",
+    "token_log_probs",
 ]

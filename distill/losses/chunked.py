@@ -15,6 +15,7 @@ size) is alive at a time. With z = s / T, p_S = softmax(z), p_T = softmax(t / T)
                         g = log p_S - log M - s p_S / M
     sparse      d T^2 KL(w || p_S) / ds  = T (p_S - sum_i w_i onehot(ids_i))
     sparse skewed  the skewed forward KL against w (see gradients.sparse_skewed_and_grad)
+    sampled     d T^2 mean(-A log p_S(y)) / ds = T A (p_S - onehot(y)),  A = log p_T(y) - log p_S(y) detached
     CE          d CE / ds                = softmax(s) - onehot(target)
 
 then divided by N for ``reduction="mean"``. Divergence gradients land on the first ``width`` columns only.
@@ -30,6 +31,7 @@ from torch import Tensor
 from distill.losses.gradients import cross_entropy_and_grad, divergence_and_grad, sparse_skewed_and_grad
 from distill.losses.head import Head
 from distill.losses.objective import Objective
+from distill.losses.sampled import TokenTeacher, sampled_rows_and_grad
 from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher, sparse_kl_rows
 
 # Positions per chunk. Measured on the CPU (N = 2048, H = 896, V = 151,936, forward_kl, fp32, 1 thread; see
@@ -63,6 +65,7 @@ class _Plan:
     teacher: Tensor | None  # teacher hidden (N, H_t), used with teacher_head
     teacher_head: Head | None
     sparse: tuple[Tensor, Tensor] | None  # a sparse teacher's (ids, weights(T)), both (N, k)
+    tokens: Tensor | None  # a TokenTeacher's log-probabilities of the targets (N,)
     targets: Tensor | None
     width: int  # divergence columns
     columns: int  # student logit columns computed: V_s with targets, else width
@@ -74,12 +77,15 @@ class _Plan:
 
     @property
     def has_teacher(self) -> bool:
-        return self.teacher is not None or self.sparse is not None
+        return self.teacher is not None or self.sparse is not None or self.tokens is not None
 
 
 def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
     """Summed T^2 D over the chunk, and d(T^2 D)/ds = T dD/dz (C, width); log_s = log p_S (overwritten)."""
     t = plan.objective.temperature
+    if plan.tokens is not None:
+        value, grad = sampled_rows_and_grad(log_s, plan.targets[rows], plan.tokens[rows])
+        return value.sum() * t**2, grad.mul_(t)
     if plan.sparse is not None and plan.objective.divergence == "skew_forward_kl":
         value, grad = sparse_skewed_and_grad(log_s, plan.sparse[0][rows], plan.sparse[1][rows], plan.objective.skew)
         return value.sum() * t**2, grad.mul_(t)
@@ -177,7 +183,7 @@ def _check_inputs(
 ) -> None:  # fmt: skip
     """One ValueError naming the first problem with :func:`chunked_objective_loss`'s inputs."""
     n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
-    dense, sparse = isinstance(teacher, Tensor), isinstance(teacher, SparseTeacher)
+    dense, sparse, tokens = (isinstance(teacher, t) for t in (Tensor, SparseTeacher, TokenTeacher))
     v_t = teacher_head.weight.shape[0] if dense and teacher_head is not None else v_s
     terms = [(objective.kd_weight, teacher), (objective.ce_weight, targets)]
     problems = [
@@ -185,13 +191,15 @@ def _check_inputs(
         (dense and (teacher_head is None or len(teacher) != n), f"teacher hidden states need teacher_head, {n} rows"),
         (sparse and objective.divergence not in SPARSE_DIVERGENCES, f"a SparseTeacher needs {SPARSE_NAMES}"),
         (sparse and len(teacher) != n, f"the SparseTeacher must have {n} rows"),
+        (tokens and not objective.sampled, "a TokenTeacher needs a sampled objective (reverse_kl)"),
+        (tokens and (targets is None or len(teacher) != n), f"a TokenTeacher needs targets and {n} rows"),
         (targets is not None and tuple(targets.shape) != (n,), f"targets must be ({n},)"),
         (width is None and v_t != v_s, f"student ({v_s}) and teacher ({v_t}) vocabularies differ: pass width"),
         (width is not None and not 0 < width <= min(v_s, v_t), f"width must be in [1, {min(v_s, v_t)}]; got {width}"),
         (reduction not in ("mean", "sum"), f"reduction must be 'mean' or 'sum'; got {reduction!r}"),
         (
-            teacher is not None and not (dense or sparse),
-            "teacher must be hidden states (N, H_t), a SparseTeacher or None",
+            teacher is not None and not (dense or sparse or tokens),
+            "teacher must be hidden states (N, H_t), a SparseTeacher, a TokenTeacher or None",
         ),
         (not any(w > 0 and x is not None for w, x in terms), f"{objective} has no term to optimise"),
     ]
@@ -217,7 +225,8 @@ def chunked_objective_loss(
         student_hidden: (N, H_s), the last hidden states of the positions that count.
         student_head: weight (V_s, H_s) (+ bias (V_s,)); CE is over all V_s columns.
         teacher: teacher hidden states (N, H_t) used with ``teacher_head`` (run without gradients), a
-            :class:`SparseTeacher` (forward_kl only), or None.
+            :class:`SparseTeacher` (forward_kl, skew_forward_kl), a :class:`TokenTeacher` (a sampled
+            objective), or None.
         targets: (N,) class ids in [0, V_s), or None.
         width: the divergence is over the first ``width`` columns of both (None: all; vocabularies must match).
         chunk_size: positions per chunk (> 0), or ``"auto"`` (:func:`chunk_rows`); memory ~ chunk_size x V
@@ -233,6 +242,8 @@ def chunked_objective_loss(
     width = v_s if width is None else width
     if sparse and n and int(teacher.ids.max()) >= width:
         raise ValueError(f"SparseTeacher ids must be below width {width}; got {int(teacher.ids.max())}")
+    if isinstance(teacher, TokenTeacher) and n and int(targets.max()) >= width:
+        raise ValueError(f"a TokenTeacher's targets must be below width {width}; got {int(targets.max())}")
     params = (student_hidden, student_head.weight, student_head.bias)
     needs = tuple(torch.is_grad_enabled() and x is not None and x.requires_grad for x in params)
     denominator = max(student_hidden.shape[0], 1) if reduction == "mean" else 1
@@ -241,6 +252,7 @@ def chunked_objective_loss(
         teacher=teacher if dense else None,
         teacher_head=teacher_head,
         sparse=(teacher.ids, teacher.weights(objective.temperature)) if sparse else None,
+        tokens=teacher.log_probs.float() if isinstance(teacher, TokenTeacher) else None,
         targets=targets,
         width=width,
         columns=v_s if targets is not None else width,

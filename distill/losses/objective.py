@@ -5,7 +5,8 @@ On N positions that count (response tokens of a causal LM, or examples of a clas
     loss = kd_weight * T^2 * D(p_T, p_S) + ce_weight * CE(student, targets)
 
 with D one of :data:`~distill.losses.divergences.DIVERGENCES` at temperature T (see
-:func:`~distill.losses.divergences.distillation_loss`). :func:`distill.losses.objective_loss`
+:func:`~distill.losses.divergences.distillation_loss`); with ``sampled``, D is the reverse KL estimated
+on the targets as the student's own samples (:mod:`distill.losses.sampled`). :func:`distill.losses.objective_loss`
 computes it.
 """
 
@@ -27,6 +28,7 @@ class Objective:
     temperature: float = 1.0
     beta: float = 0.5
     skew: float = 0.1  # the skewed KLs' mixture weight (DistiLLM's alpha)
+    sampled: bool = False  # reverse_kl from the teacher's log-probability of the (sampled) targets only
 
     def __post_init__(self) -> None:
         require(
@@ -55,6 +57,8 @@ class Objective:
                 self.skew,
                 f"must be in the open interval (0, 1) for {self.divergence}",
             )
+        if self.sampled:
+            require(self.divergence == "reverse_kl", "divergence", self.divergence, "a sampled objective is reverse_kl")
         for name in ("kd_weight", "ce_weight"):
             value = getattr(self, name)
             require(is_number(value) and value >= 0, name, value, "must be >= 0")

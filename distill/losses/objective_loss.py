@@ -4,18 +4,22 @@ Student and teacher come as logits (N, V) or as :class:`Hidden`, the last hidden
 positions that count with the output layer that turns them into logits. From hidden states and a
 ``chunk_size``, the loss works through the positions in chunks and never holds N x V values
 (:mod:`distill.losses.chunked`); otherwise it materialises the logits. The teacher may also be a
-:class:`~distill.losses.sparse.SparseTeacher` (an offline teacher cache: forward KL or skewed forward KL).
+:class:`~distill.losses.sparse.SparseTeacher` (an offline teacher cache: forward KL or skewed forward KL),
+or, for an objective with ``sampled``, a :class:`~distill.losses.sampled.TokenTeacher` (its log-probability
+of each target token).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.losses.chunked import chunked_objective_loss
+from distill.losses.chunked import chunk_rows, chunked_objective_loss
 from distill.losses.divergences import distillation_loss
 from distill.losses.head import Hidden
 from distill.losses.objective import Objective
+from distill.losses.sampled import TokenTeacher, sampled_reverse_kl
 from distill.losses.sparse import SparseTeacher, sparse_kd_loss
 
 Outputs = Tensor | Hidden
@@ -23,7 +27,7 @@ Outputs = Tensor | Hidden
 
 def objective_loss(
     student: Outputs,
-    teacher: Outputs | SparseTeacher | None,
+    teacher: Outputs | SparseTeacher | TokenTeacher | None,
     targets: Tensor | None,
     objective: Objective,
     width: int | None = None,
@@ -34,7 +38,8 @@ def objective_loss(
 
     Args:
         student: logits (N, V_s) or :class:`Hidden`. CE is taken over all V_s classes.
-        teacher: logits (N, V_t), :class:`Hidden`, a :class:`SparseTeacher`, or None. The divergence is
+        teacher: logits (N, V_t), :class:`Hidden`, a :class:`SparseTeacher`, a :class:`TokenTeacher`
+            (``objective.sampled`` only; logits or Hidden are then reduced to one), or None. The divergence is
             over the first ``width`` classes of both (the vocabulary they share; None: all).
         targets: (N,) class ids, or None.
         reduction: ``mean`` over positions, or ``sum`` (evaluation adds batches up).
@@ -42,8 +47,12 @@ def objective_loss(
 
     A term whose weight is 0 is computed for logging but left out of ``loss``.
     """
+    if objective.sampled and teacher is not None and not isinstance(teacher, TokenTeacher):
+        if targets is None or isinstance(teacher, SparseTeacher):
+            raise ValueError("a sampled objective needs targets and the teacher's logits or hidden states")
+        teacher = TokenTeacher(token_log_probs(teacher, targets, chunk_size, objective.temperature))
     if isinstance(student, Hidden) and chunk_size:
-        teacher_states = teacher.states if isinstance(teacher, Hidden) else teacher
+        teacher_states = teacher.states if isinstance(teacher, Hidden) else teacher  # or a Sparse/TokenTeacher
         teacher_head = teacher.head if isinstance(teacher, Hidden) else None
         return chunked_objective_loss(
             student.states, student.head, teacher_states, targets, objective, teacher_head, width, chunk_size, reduction
@@ -53,6 +62,10 @@ def objective_loss(
     if isinstance(teacher, SparseTeacher):
         skew = objective.skew if objective.divergence == "skew_forward_kl" else None
         parts["kd"] = sparse_kd_loss(student_logits, teacher, objective.temperature, width, skew)
+    elif isinstance(teacher, TokenTeacher):
+        if targets is None:
+            raise ValueError("a TokenTeacher needs the targets it scored")
+        parts["kd"] = sampled_reverse_kl(student_logits, teacher, targets, objective.temperature, width)
     elif teacher is not None:
         teacher_logits = teacher.logits() if isinstance(teacher, Hidden) else teacher
         parts["kd"] = distillation_loss(
@@ -70,3 +83,24 @@ def objective_loss(
         raise ValueError(f"{objective} has no term to optimise: every weight is 0 or its input is missing")
     parts["loss"] = terms[0] if len(terms) == 1 else terms[0] + terms[1]
     return parts
+
+
+@torch.no_grad()
+def token_log_probs(
+    outputs: Tensor | Hidden, targets: Tensor, chunk_size: int | str | None = None, temperature: float = 1.0
+) -> Tensor:
+    """log softmax(logits / T)[target] per position, (N,) float32, without gradients. ``outputs``: logits (N, V)
+    or :class:`Hidden` (then ``chunk_size`` positions at a time, never N x V logits; None or 0: materialised)."""
+    if not isinstance(outputs, Hidden):
+        return torch.log_softmax(outputs.float() / temperature, dim=-1).gather(1, targets[:, None]).squeeze(1)
+    if not chunk_size:
+        return token_log_probs(outputs.logits(), targets, temperature=temperature)
+    vocab = outputs.head.weight.shape[0]
+    rows = chunk_rows(chunk_size, vocab)
+    chunks = [
+        token_log_probs(
+            outputs.head.logits(outputs.states[i : i + rows], vocab), targets[i : i + rows], None, temperature
+        )
+        for i in range(0, len(targets), rows)
+    ]
+    return torch.cat(chunks) if chunks else targets.new_zeros(0, dtype=torch.float32)
