@@ -274,6 +274,36 @@ def test_sampled_completions_num_samples_each_become_a_sequence(splits, cache_di
 # ----------------------------------------------------------------------------- on-policy
 
 
+def test_inverse_cdf_sampling_draws_from_the_softmax_and_never_a_zero_probability_token():
+    """20,000 rows of one distribution (0, 1/8, 3/8, 1/2 after a -inf score): the draw is the only finite score,
+    and the frequencies match within 4 standard errors; reproducible from torch's seed."""
+    from distill.inference.generation import InverseCdfSampling
+
+    probs = torch.tensor([0.0, 0.125, 0.375, 0.5])
+    scores = probs.log().expand(20_000, 4).clone()
+    torch.manual_seed(0)
+    out = InverseCdfSampling()(None, scores)
+    assert torch.equal(torch.isfinite(out).sum(-1), torch.ones(20_000, dtype=torch.long))
+    drawn = out.argmax(-1)
+    frequency = torch.bincount(drawn, minlength=4).double() / len(drawn)
+    assert frequency[0] == 0
+    assert torch.all((frequency - probs.double()).abs() <= 4 * (probs * (1 - probs) / len(drawn)).sqrt().double())
+    torch.manual_seed(0)
+    assert torch.equal(InverseCdfSampling()(None, scores).argmax(-1), drawn)
+
+
+def test_sampling_follows_temperature_and_top_p():
+    """The warpers run before the draw: a top_p that keeps only the top token makes sampling greedy, and
+    settings that sample record how they were drawn in their cache key."""
+    tok = tokenizer()
+    model = gpt2(tok, 3)
+    ids, mask = left_pad([tok.encode("12+34=")] * 4, tok.pad_token_id)
+    greedy = generate_ids(model, tok, ids, mask, GenerationSettings(6))
+    nucleus = GenerationSettings(6, do_sample=True, top_p=1e-6, num_samples=2)
+    assert torch.equal(generate_ids(model, tok, ids, mask, nucleus), greedy.repeat_interleave(2, 0))
+    assert nucleus.key_fields()["draw"] == "inverse_cdf" and "draw" not in GenerationSettings(6).key_fields()
+
+
 def test_onpolicy_coin_uses_the_global_torch_rng(splits, cache_dir):
     tok = tokenizer()
     data = task_data(splits, tok)

@@ -1,5 +1,11 @@
 """Generation for sequence-level and on-policy distillation and for evaluation: batched,
-left-padded, KV cache on, model in eval mode; completions cut after their first EOS."""
+left-padded, KV cache on, model in eval mode; completions cut after their first EOS.
+
+Sampling draws each token by the inverse CDF (:class:`InverseCdfSampling`) inside transformers' greedy
+loop rather than with its ``torch.multinomial``, which on a CPU takes 145 to 155 ms a step at V = 151,936
+and 32 rows (one thread) against 30 to 35 ms for the softmax, the float64 cumulative sum and the search;
+the draw is exact.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from distill.core.errors import ConfigError, is_number, require, require_int
 from distill.data.sequences import left_pad, truncate_at_eos, unpad
@@ -46,18 +58,40 @@ class GenerationSettings:
             )
 
     def key_fields(self) -> dict[str, Any]:
-        """The settings that shape the output: greedy decoding ignores temperature, top_p and seed."""
+        """The settings that shape the output: greedy decoding ignores temperature, top_p and seed; samples
+        name how they were drawn (inverse CDF), so that draws made before it are not mixed with its own."""
         fields = asdict(self)
         if not self.do_sample:
             for name in ("temperature", "top_p", "seed"):
                 fields.pop(name)
+        else:
+            fields["draw"] = "inverse_cdf"
         return fields
 
     def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"do_sample": self.do_sample, "num_return_sequences": self.num_samples}
-        if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
-        return kwargs
+        """``model.generate``'s decoding options: greedy, and for sampling the warpers (temperature, nucleus)
+        and :class:`InverseCdfSampling` as logits processors of the greedy loop (the prompts are repeated
+        ``num_samples`` times by :func:`generate_ids`)."""
+        if not self.do_sample:
+            return {"do_sample": False}
+        processors: list[LogitsProcessor] = []
+        if self.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_p < 1.0:
+            processors.append(TopPLogitsWarper(self.top_p))
+        return {"do_sample": False, "logits_processor": LogitsProcessorList([*processors, InverseCdfSampling()])}
+
+
+class InverseCdfSampling(LogitsProcessor):
+    """Draws each row's next token from softmax(scores) and leaves it the only finite score, so that greedy
+    decoding returns the draw: one uniform u per row (torch's global RNG) and the first token whose cumulative
+    probability (summed in float64) exceeds u times the total. Exact, with tokens of probability 0 never drawn."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        cdf = torch.softmax(scores.float(), dim=-1).double().cumsum_(-1)
+        u = torch.rand(scores.shape[0], 1, dtype=torch.float64, device=scores.device) * cdf[:, -1:]
+        ids = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, ids, 0.0)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -81,6 +115,9 @@ def generate_ids(
     """
     model = unwrap(model)  # DDP: generate with the replica
     device = next(model.parameters()).device
+    if settings.num_samples > 1:  # row i of the prompts -> rows i * num_samples ... (i + 1) * num_samples - 1
+        prompt_input_ids = prompt_input_ids.repeat_interleave(settings.num_samples, dim=0)
+        prompt_attention_mask = prompt_attention_mask.repeat_interleave(settings.num_samples, dim=0)
     was_training = model.training
     model.eval()
     try:
