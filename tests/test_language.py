@@ -337,6 +337,7 @@ def test_onpolicy_loss_is_divergence_on_generated_tokens(splits, cache_dir, monk
         lmbda=1.0,
         max_length=6,
         divergence="forward_kl",
+        temperature=1.0,
         cache_dir=cache_dir,
         **AT_ONCE,
     )

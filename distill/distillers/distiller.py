@@ -106,8 +106,8 @@ class Distiller(BaseDistiller):
         count, and :func:`~distill.losses.objective_loss` combines them (plus
         :attr:`intermediate`'s terms). ``names`` renames the logged parts (``{"ce": "ce_teacher"}``);
         a part mapped to ``""`` is not logged. ``score_targets``: also log ``teacher_logprob``, the teacher's
-        mean log-probability of the target tokens at the objective's temperature (for a sampled objective,
-        the one teacher input its loss needs: computed once).
+        mean log-probability of the target tokens (T = 1, as the cross-entropy; for a sampled objective at
+        T = 1 also the one teacher input its loss needs: computed once).
         """
         chunked = self.chunk_size is not None
         extra = self.intermediate.request if self.intermediate is not None else {}
@@ -118,8 +118,8 @@ class Distiller(BaseDistiller):
         kd_teacher = (teacher.outputs if isinstance(teacher, Forward) else teacher) if objective.kd_weight > 0 else None
         scores = None
         if score_targets and isinstance(kd_teacher, (torch.Tensor, Hidden)):
-            scores = token_log_probs(kd_teacher, student.targets, self.chunk_size, objective.temperature)
-            kd_teacher = TokenTeacher(scores) if objective.sampled else kd_teacher
+            scores = token_log_probs(kd_teacher, student.targets, self.chunk_size)
+            kd_teacher = TokenTeacher(scores) if objective.sampled and objective.temperature == 1 else kd_teacher
         parts = objective_loss(
             student.outputs, kd_teacher, student.targets, objective, self.width, chunk_size=self.chunk_size
         )
