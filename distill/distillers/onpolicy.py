@@ -39,8 +39,8 @@ class OnPolicyDistiller(Distiller):
     ``alpha * T^2 * D(p_T, p_S) + (1 - alpha) * ce`` (``alpha=1``: GKD's pure divergence).
     ``lmbda_warmup_steps`` and ``lmbda_ramp_steps`` schedule ``lmbda`` (off-policy first, then a linear
     ramp: :func:`lmbda_at`), so the student writes something gradeable before it is graded. The defaults
-    (forward KL, ``alpha=0.5``, 300 + 100 steps of warm start) are the measured ones
-    (docs/language-distillation.md). ``sampler`` picks how the student writes (``hf``: transformers'
+    (forward KL at T = 2 on samples drawn at T = 1, ``alpha=0.5``, 300 + 100 steps of warm start) are the
+    measured ones (docs/language-distillation.md). ``sampler`` picks how the student writes (``hf``: transformers'
     ``generate`` with the KV cache; :data:`~distill.distillers.sources.SAMPLERS`). The coin and the
     student's sampling use torch's global generator, so a checkpoint (which saves the RNG state) resumes
     exactly. Validation compares text, as for the language distiller. Other options (``chunk_size``,
