@@ -17,6 +17,7 @@ from distill.teacher.logit_cache import (
     cache_for_loader,
     open_or_build,
     sparse_targets,
+    write_meta,
 )
 from tests.conftest import cli, cli_subprocess, gpt2, read_jsonl, task_data
 
@@ -128,11 +129,37 @@ def test_a_half_written_cache_is_never_used(tmp_path):
         for name, array in {"ids": np.zeros((1, 2), np.int32), "logits": np.zeros((1, 2), np.float32),
                             "offsets": np.array([0, 1])}.items():  # fmt: skip
             np.save(path / f"{name}.npy", array)
-        (path / "meta.json").write_text('{"tokens": 1, "mode": "top_k", "size": 2, "width": 3}')
+        write_meta(path, {"tokens": 1, "mode": "top_k", "size": 2, "width": 3})
 
     cache, built = open_or_build(tmp_path, "abc", build_fn, log)
     assert built and len(calls) == 1 and calls[0] != tmp_path / "abc"  # built aside, then renamed into place
     assert isinstance(cache, TeacherLogitCache) and cache.path == tmp_path / "abc" and cache.meta["tokens"] == 1
+
+
+@pytest.mark.parametrize("mode", ["top_k", "sampled"])
+def test_a_damaged_cache_is_rebuilt_with_one_line_never_read(tok, data, tmp_path, caplog, mode):
+    """Each file of a built cache cut to 100 bytes (or deleted): the next open says so in one line and
+    rebuilds it, and its targets are the first build's; opened directly, it is refused in one line."""
+    teacher, settings = gpt2(tok, 0), CacheSettings(mode, 4)
+    first = cache_for_loader(teacher, data.train_loader(), settings, tmp_path, len(tok), log)
+    expected = first.targets(range(3))
+    names = sorted(p.name for p in first.path.iterdir())
+    assert names == sorted(["ids.npy", "logits.npy", "offsets.npy", "meta.json"] + ["counts.npy"] * (mode == "sampled"))
+    for name, how in [*((n, "cut") for n in names), ("offsets.npy", "deleted"), ("meta.json", "deleted")]:
+        file = first.path / name
+        file.unlink() if how == "deleted" else file.write_bytes(file.read_bytes()[:100])
+        with pytest.raises(ValueError) as refused:
+            TeacherLogitCache(first.path)
+        assert str(refused.value).startswith(f"the teacher cache {first.path} is damaged (") and "\n" not in str(
+            refused.value
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            again = cache_for_loader(teacher, data.train_loader(), settings, tmp_path, len(tok), log)
+        lines = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+        assert len(lines) == 1 and f"teacher cache {first.path} is damaged" in lines[0], (name, how, lines)
+        got = again.targets(range(3))
+        assert torch.equal(got.ids, expected.ids) and torch.equal(got.logits, expected.logits), (name, how)
 
 
 def test_cache_refuses_what_it_cannot_do(tok):

@@ -15,7 +15,9 @@ teacher's probability of every token, so a cache refuses them).
 
 Files (``<cache_dir>/teacher-logits/<key>/``): ``ids.npy`` (T, k) int32, ``logits.npy`` (T, k)
 float32, ``counts.npy`` (T, k) uint16 (sampled), ``offsets.npy`` (examples + 1) int64 and
-``meta.json``; read memory-mapped. The key hashes the teacher's identity
+``meta.json``, written last, with every file's size in bytes (``files``): a cache whose files are missing,
+cut short or grown, or whose ``meta.json`` is missing or unreadable, is damaged (:func:`damage`) and is rebuilt
+under the lock with one log line, never read. Read memory-mapped. The key hashes the teacher's identity
 (:func:`~distill.teacher.identity.teacher_identity`), the tokenized training split and the settings.
 It is an entry of the project's one disk cache (:mod:`distill.core.disk_cache`): built once under a
 lock, into a temp directory renamed when complete.
@@ -96,10 +98,38 @@ def sparse_targets(logits: Tensor, settings: CacheSettings, generator: torch.Gen
     return {"ids": ids, "logits": logits.gather(1, ids), "counts": counts}
 
 
+def write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """``meta.json`` with ``files``, the size of every ``.npy`` file in ``path``: written last, it marks the cache
+    complete and lets :func:`damage` find a file cut short."""
+    files = {f.name: f.stat().st_size for f in sorted(path.glob("*.npy"))}
+    (path / "meta.json").write_text(json.dumps({**meta, "files": files}, indent=2))
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the cache directory ``path`` (a missing, unreadable or incomplete ``meta.json``, a
+    missing file, a file of another size than recorded), or None when it is whole."""
+    try:
+        files = json.loads((path / "meta.json").read_text())["files"]
+    except FileNotFoundError:
+        return "no meta.json"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "meta.json is unreadable"
+    except KeyError:
+        return "meta.json has no file sizes (written by distill 0.3 or older)"
+    for name, size in files.items():
+        found = (path / name).stat().st_size if (path / name).exists() else None
+        if found != size:
+            return f"{name}: {'missing' if found is None else f'{found} bytes'}, {size} expected"
+    return None
+
+
 class TeacherLogitCache:
     """A built cache, memory-mapped: :meth:`targets` gives the rows of a batch's examples."""
 
     def __init__(self, path: Path) -> None:
+        problem = damage(path)
+        if problem is not None:
+            raise ValueError(f"the teacher cache {path} is damaged ({problem}): delete it and rerun to rebuild it")
         self.path = path
         self.meta = json.loads((path / "meta.json").read_text())
         self.ids = np.load(path / "ids.npy", mmap_mode="r")
@@ -168,16 +198,23 @@ def build(path: Path, batches: Iterable[dict[str, Any]], teacher_logits: Targets
     for name, chunks in parts.items():
         np.save(path / f"{name}.npy", np.concatenate(chunks).astype(dtypes[name]))
     np.save(path / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    (path / "meta.json").write_text(json.dumps({**meta, **asdict(settings), "tokens": int(sum(lengths))}, indent=2))
+    write_meta(path, {**meta, **asdict(settings), "tokens": int(sum(lengths))})
 
 
 def open_or_build(
     root: Path, key: str, build_fn: Callable[[Path], None], log: logging.Logger
 ) -> tuple[TeacherLogitCache, bool]:
-    """The cache ``root/key``, built by ``build_fn(directory)`` first if missing (under its lock).
-    Returns the cache and whether this call built it."""
+    """The cache ``root/key``, built by ``build_fn(directory)`` first if missing or damaged (under its lock;
+    a damaged one is replaced, with one log line). Returns the cache and whether this call built it."""
     path = root / key
-    built = get_or_build(path, build_fn, ready=lambda p: (p / "meta.json").exists())
+
+    def ready(directory: Path) -> bool:
+        problem = damage(directory) if directory.exists() else "missing"
+        if problem not in (None, "missing"):
+            log.warning("teacher cache %s is damaged (%s): rebuilding it", directory, problem)
+        return problem is None
+
+    built = get_or_build(path, build_fn, ready=ready)
     cache = TeacherLogitCache(path)
     what = "built" if built else "reused"
     log.info(
