@@ -40,7 +40,9 @@ class LogitDistiller(Distiller):
     (:mod:`distill.distillers.intermediate`).
 
     ``teacher_cache`` (``top_k`` or ``sampled``, ``teacher_cache_size`` tokens per position; a sampled
-    cache draws at ``teacher_cache_temperature``, best at or above every temperature it serves) replaces
+    cache draws at ``teacher_cache_temperature``, best at or above every temperature it serves; a top-k
+    cache with ``teacher_cache_tail`` also keeps the teacher's mass outside its k ids at that temperature,
+    one more bin for the forward KL at that temperature) replaces
     the teacher's forward pass by sparse targets computed once over the training set and kept on
     disk under ``cache_dir`` (:mod:`distill.teacher.logit_cache`; forward KL or skewed forward KL only). Pass a
     built cache as ``teacher_targets`` (what ``train.py`` does, so the teacher is never loaded), or a teacher: the
@@ -67,6 +69,7 @@ class LogitDistiller(Distiller):
         teacher_cache: str | None = None,
         teacher_cache_size: int = DEFAULT_SIZE,
         teacher_cache_temperature: float = DEFAULT_DRAW_TEMPERATURE,
+        teacher_cache_tail: bool = False,
         cache_dir: str | None = None,
         teacher_targets: TeacherLogitCache | None = None,
         **base: Any,
@@ -75,8 +78,9 @@ class LogitDistiller(Distiller):
         if alpha == 0:
             log.warning("distiller.alpha=0 turns the distillation term off: this is distiller=supervised")
         self.cache_settings = check_cache(
-            teacher_cache, teacher_cache_size, teacher_cache_temperature, self.objective, teacher_targets
-        )
+            teacher_cache, teacher_cache_size, teacher_cache_temperature, self.objective, teacher_targets,
+            teacher_cache_tail,
+        )  # fmt: skip
         warn_cache(self.cache_settings, self.objective)
         if teacher_model is None and teacher_targets is None:
             raise ConfigError("LogitDistiller needs a teacher_model (or teacher_targets, a built teacher cache)")
@@ -108,7 +112,8 @@ class LogitDistiller(Distiller):
         super().check_config(options)
         o = cls.with_defaults(options)
         objective = call_with(logit_objective, o)
-        check_cache(o["teacher_cache"], o["teacher_cache_size"], o["teacher_cache_temperature"], objective, None)
+        check_cache(o["teacher_cache"], o["teacher_cache_size"], o["teacher_cache_temperature"], objective, None,
+                    o["teacher_cache_tail"])  # fmt: skip
         call_with(check_layer_options, o)
 
     def prepare(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None) -> None:
@@ -138,15 +143,22 @@ def logit_objective(alpha: float, divergence: str, temperature: float, beta: flo
 
 
 def check_cache(
-    mode: str | None, size: int, draw_temperature: float, objective: Objective, built: TeacherLogitCache | None
-) -> CacheSettings | None:
+    mode: str | None, size: int, draw_temperature: float, objective: Objective, built: TeacherLogitCache | None,
+    tail: bool = False,
+) -> CacheSettings | None:  # fmt: skip
     """The cache settings, refusing what a sparse cache cannot do, in one line each (its size and draw
     temperature are checked even when no cache is on: a typo should not wait for a later run)."""
     check_size_and_temperature(size, draw_temperature)
     if mode is None and built is None:
+        require(tail is False, "distiller.teacher_cache_tail", tail, "needs teacher_cache=top_k")
         return None
-    settings = built.settings if mode is None else CacheSettings(mode, size, temperature=draw_temperature)
+    settings = built.settings if mode is None else CacheSettings(mode, size, temperature=draw_temperature, tail=tail)
     divergence = objective.divergence
+    if settings.tail:
+        require(divergence == "forward_kl" and objective.temperature == settings.temperature,
+                "distiller.teacher_cache_tail", True, f"keeps the teacher's tail at teacher_cache_temperature="
+                f"{settings.temperature:g} for forward_kl: set distiller.temperature to it and divergence=forward_kl "
+                f"(got {divergence} at {objective.temperature:g})")  # fmt: skip
     require(divergence in SPARSE_DIVERGENCES, "distiller.divergence", divergence,
             f"distiller.teacher_cache={settings.mode} supports forward_kl and skew_forward_kl only: a sparse "
             "cache keeps the teacher's probability of a few tokens, and the other divergences need it for every "

@@ -15,6 +15,7 @@ size) is alive at a time. With z = s / T, p_S = softmax(z), p_T = softmax(t / T)
                         g = log p_S - log M - s p_S / M
     sparse      d T^2 KL(w || p_S) / ds  = T (p_S - sum_i w_i onehot(ids_i))
     sparse skewed  the skewed forward KL against w (see gradients.sparse_skewed_and_grad)
+    sparse tail d T^2 KL / ds = T (p_S - q) on the cached ids, T p_S (1 - r / p_S(rest)) elsewhere, q = (1 - r) w
     sampled     d T^2 mean(-A log p_S(y)) / ds = T A (p_S - onehot(y)),  A = log p_T(y) - log p_S(y) detached
     CE          d CE / ds                = softmax(s) - onehot(target)
 
@@ -28,11 +29,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from distill.losses.gradients import cross_entropy_and_grad, divergence_and_grad, sparse_skewed_and_grad
+from distill.losses.gradients import (
+    cross_entropy_and_grad,
+    divergence_and_grad,
+    sparse_skewed_and_grad,
+    sparse_tail_and_grad,
+)
 from distill.losses.head import Head
 from distill.losses.objective import Objective
 from distill.losses.sampled import TokenTeacher, sampled_rows_and_grad
-from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher, sparse_kl_rows
+from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher, check_tail, sparse_kl_rows
 
 # Positions per chunk. Measured on the CPU (N = 2048, H = 896, V = 151,936, forward_kl, fp32, 1 thread; see
 # benchmarks/loss_memory.py): extra peak 0.77 / 1.00 / 1.36 / 2.18 GB (d W's 0.54 GB included) and 72 / 59 / 53 /
@@ -65,6 +71,7 @@ class _Plan:
     teacher: Tensor | None  # teacher hidden (N, H_t), used with teacher_head
     teacher_head: Head | None
     sparse: tuple[Tensor, Tensor] | None  # a sparse teacher's (ids, weights(T)), both (N, k)
+    tail: Tensor | None  # a top-k sparse teacher's mass outside its ids (N,)
     tokens: Tensor | None  # a TokenTeacher's log-probabilities of the targets (N,)
     targets: Tensor | None
     width: int  # divergence columns
@@ -88,6 +95,9 @@ def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
         return value.sum() * t**2, grad.mul_(t)
     if plan.sparse is not None and plan.objective.divergence == "skew_forward_kl":
         value, grad = sparse_skewed_and_grad(log_s, plan.sparse[0][rows], plan.sparse[1][rows], plan.objective.skew)
+        return value.sum() * t**2, grad.mul_(t)
+    if plan.tail is not None:
+        value, grad = sparse_tail_and_grad(log_s, plan.sparse[0][rows], plan.sparse[1][rows], plan.tail[rows])
         return value.sum() * t**2, grad.mul_(t)
     if plan.sparse is not None:  # D = sum_i w_i (log w_i - log p_S(ids_i));  dD/dz = p_S - sum_i w_i onehot(ids_i)
         ids, w = plan.sparse[0][rows], plan.sparse[1][rows]
@@ -240,6 +250,10 @@ def chunked_objective_loss(
     dense, sparse = isinstance(teacher, Tensor), isinstance(teacher, SparseTeacher)
     _check_inputs(student_hidden, student_head, teacher, targets, objective, teacher_head, width, reduction)
     width = v_s if width is None else width
+    if sparse:
+        check_tail(
+            teacher, objective.temperature, objective.skew if objective.divergence == "skew_forward_kl" else None
+        )
     if sparse and n and int(teacher.ids.max()) >= width:
         raise ValueError(f"SparseTeacher ids must be below width {width}; got {int(teacher.ids.max())}")
     if isinstance(teacher, TokenTeacher) and n and int(targets.max()) >= width:
@@ -252,6 +266,7 @@ def chunked_objective_loss(
         teacher=teacher if dense else None,
         teacher_head=teacher_head,
         sparse=(teacher.ids, teacher.weights(objective.temperature)) if sparse else None,
+        tail=teacher.tail.float() if sparse and teacher.tail is not None else None,
         tokens=teacher.log_probs.float() if isinstance(teacher, TokenTeacher) else None,
         targets=targets,
         width=width,

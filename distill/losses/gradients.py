@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from distill.losses.divergences import SKEWED
-from distill.losses.sparse import sparse_kl_rows
+from distill.losses.sparse import log_rest, sparse_kl_rows
 
 
 def masked_(p: Tensor, r: Tensor) -> Tensor:
@@ -88,6 +88,17 @@ def sparse_skewed_and_grad(log_s: Tensor, ids: Tensor, w: Tensor, skew: float) -
     p_a = torch.where(w > 0, w * p_ids / (skew * w + (1.0 - skew) * p_ids), 0.0)  # p_S a on the cached ids
     p_s = log_s.exp_()
     return value, p_s.mul_(-p_a.sum(-1, keepdim=True)).scatter_add_(1, ids, p_a).mul_(-(1.0 - skew))
+
+
+def sparse_tail_and_grad(log_s: Tensor, ids: Tensor, w: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
+    """The forward KL over k + 1 bins (the cached ids, q = (1 - r) w, and the rest, r = ``tail``) per row, and
+    dD/dz: p_S(j) - q_j on the cached ids, p_S(j) - r p_S(j) / p_S(rest) elsewhere (the rest of the student's
+    mass scaled to the teacher's). Overwrites log_s."""
+    value = sparse_kl_rows(log_s, ids, w, tail=tail)
+    p_ids = log_s.gather(1, ids).exp()
+    share = (log_s - log_rest(log_s, ids)[:, None]).exp_()  # p_S(j) / p_S(rest): at most 1 off the cached ids
+    grad = log_s.exp_().sub_(share.mul_(tail[:, None]))
+    return value, grad.scatter_(1, ids, p_ids - w * (1.0 - tail)[:, None])
 
 
 def cross_entropy_and_grad(s: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

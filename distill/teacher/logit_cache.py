@@ -3,7 +3,9 @@
 One pass of the frozen teacher over the training split stores, per response token (in dataset
 order, positions as :func:`~distill.data.sequences.at_response_positions` orders them):
 
-    top_k    the k largest teacher logits and their ids (raw logits: any temperature applies later)
+    top_k    the k largest teacher logits and their ids (raw logits: any temperature applies later); with
+             ``tail``, also the teacher's probability mass outside those k ids at the cache's temperature
+             (one float per token: the loss then compares k + 1 bins, see SparseTeacher)
     sampled  k draws from the teacher's distribution at the draw temperature tau (default 2): the
              distinct ids drawn, their counts and their logits (Sparse Logit Sampling, Anshumann et
              al. 2025: at T = tau the counts / k are an unbiased estimate of p_T, so the forward-KL
@@ -14,11 +16,12 @@ has no mass off the cached ids, which only forward KL can use (reverse KL, JSD a
 teacher's probability of every token, so a cache refuses them).
 
 Files (``<cache_dir>/teacher-logits/<key>/``): ``ids.npy`` (T, k) int32, ``logits.npy`` (T, k)
-float32, ``counts.npy`` (T, k) uint16 (sampled), ``offsets.npy`` (examples + 1) int64 and
-``meta.json``, written last, with every file's size in bytes (``files``): a cache whose files are missing,
-cut short or grown, or whose ``meta.json`` is missing or unreadable, is damaged (:func:`damage`) and is rebuilt
-under the lock with one log line, never read. Read memory-mapped. The key hashes the teacher's identity
-(:func:`~distill.teacher.identity.teacher_identity`), the tokenized training split and the settings.
+float32, ``counts.npy`` (T, k) uint16 (sampled), ``tail.npy`` (T,) float32 (top_k with tail),
+``offsets.npy`` (examples + 1) int64, and ``meta.json``, written last, with every file's size in bytes
+(``files``): a cache whose files are missing, cut short or grown, or whose ``meta.json`` is missing or
+unreadable, is damaged (:func:`damage`) and is rebuilt under the lock with one log line, never read. Read
+memory-mapped. The key hashes the teacher's identity (:func:`~distill.teacher.identity.teacher_identity`),
+the tokenized training split and the settings.
 It is an entry of the project's one disk cache (:mod:`distill.core.disk_cache`): built once under a
 lock, into a temp directory renamed when complete.
 """
@@ -53,20 +56,27 @@ DEFAULT_DRAW_TEMPERATURE = 2.0
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """``mode`` (top_k or sampled), ``size`` (k, or draws per token), the sampling ``seed`` and the
-    ``temperature`` the sampled cache draws at."""
+    """``mode`` (top_k or sampled), ``size`` (k, or draws per token), the sampling ``seed``, the
+    ``temperature`` the sampled cache draws at and a top-k cache's ``tail`` is stored at, and ``tail``."""
 
     mode: str
     size: int = DEFAULT_SIZE
     seed: int = 0
     temperature: float = DEFAULT_DRAW_TEMPERATURE
+    tail: bool = False
 
     def __post_init__(self) -> None:
         require(self.mode in MODES, "distiller.teacher_cache", self.mode, f"must be null, {' or '.join(MODES)}")
         check_size_and_temperature(self.size, self.temperature)
+        require(isinstance(self.tail, bool) and (self.mode == "top_k" or not self.tail), "distiller.teacher_cache_tail",
+                self.tail, "must be true or false, and true only with teacher_cache=top_k (a sampled cache estimates "
+                "the whole distribution already)")  # fmt: skip
 
     def key_fields(self) -> dict[str, Any]:
-        return asdict(self) if self.mode == "sampled" else {"mode": self.mode, "size": self.size}
+        if self.mode == "sampled":
+            return {k: v for k, v in asdict(self).items() if k != "tail"}
+        tail = {"tail": True, "temperature": self.temperature} if self.tail else {}
+        return {"mode": self.mode, "size": self.size, **tail}
 
 
 def check_size_and_temperature(size: object, temperature: object) -> None:
@@ -85,11 +95,15 @@ def cache_key(identity: str, train_split: Any, settings: CacheSettings) -> str:
 
 @torch.no_grad()
 def sparse_targets(logits: Tensor, settings: CacheSettings, generator: torch.Generator) -> dict[str, Tensor]:
-    """(N, V) teacher logits -> ``ids``, ``logits`` (N, k) and, for ``sampled``, ``counts`` (N, k)."""
+    """(N, V) teacher logits -> ``ids``, ``logits`` (N, k) and, for ``sampled``, ``counts`` (N, k); for ``top_k``
+    with ``tail``, ``tail`` (N,), the mass of softmax(logits / temperature) outside the k ids."""
     logits = logits.float()
     if settings.mode == "top_k":
         values, ids = logits.topk(min(settings.size, logits.shape[-1]), dim=-1)
-        return {"ids": ids, "logits": values}
+        if not settings.tail:
+            return {"ids": ids, "logits": values}
+        tail = torch.softmax(logits / settings.temperature, -1).scatter_(1, ids, 0.0).sum(-1)
+        return {"ids": ids, "logits": values, "tail": tail}
     p_tau = torch.softmax(logits / settings.temperature, -1)
     draws = torch.multinomial(p_tau, settings.size, replacement=True, generator=generator)
     tally = torch.zeros_like(logits).scatter_add_(1, draws, torch.ones_like(draws, dtype=logits.dtype))
@@ -135,18 +149,19 @@ class TeacherLogitCache:
         self.ids = np.load(path / "ids.npy", mmap_mode="r")
         self.logits = np.load(path / "logits.npy", mmap_mode="r")
         self.counts = np.load(path / "counts.npy", mmap_mode="r") if (path / "counts.npy").exists() else None
+        self.tail = np.load(path / "tail.npy", mmap_mode="r") if (path / "tail.npy").exists() else None
         self.offsets = np.load(path / "offsets.npy")
 
     @property
     def settings(self) -> CacheSettings:
         """The settings it was built with (caches built before ``temperature`` existed drew at T = 1)."""
         m = self.meta
-        return CacheSettings(m["mode"], m["size"], m.get("seed", 0), m.get("temperature", 1.0))
+        return CacheSettings(m["mode"], m["size"], m.get("seed", 0), m.get("temperature", 1.0), m.get("tail", False))
 
     @property
     def bytes_per_token(self) -> int:
-        arrays = [self.ids, self.logits] + ([self.counts] if self.counts is not None else [])
-        return sum(a.dtype.itemsize * a.shape[1] for a in arrays)
+        arrays = [a for a in (self.ids, self.logits, self.counts, self.tail) if a is not None]
+        return sum(a.dtype.itemsize * (a.shape[1] if a.ndim == 2 else 1) for a in arrays)
 
     def targets(self, indices: Iterable[int], device: torch.device | str = "cpu") -> SparseTeacher:
         """The sparse targets of these training examples' response tokens, concatenated in order."""
@@ -156,8 +171,9 @@ class TeacherLogitCache:
             return torch.from_numpy(np.ascontiguousarray(array[rows])).to(device=device, dtype=dtype)
 
         counts = take(self.counts, torch.float32) if self.counts is not None else None
+        tail = take(self.tail, torch.float32) if self.tail is not None else None
         tau = self.settings.temperature
-        return SparseTeacher(take(self.ids, torch.long), take(self.logits, torch.float32), counts, tau)
+        return SparseTeacher(take(self.ids, torch.long), take(self.logits, torch.float32), counts, tau, tail)
 
 
 # batch -> the teacher's (C, V) logits at its response positions, in order, one chunk of rows at a time
@@ -194,7 +210,7 @@ def build(path: Path, batches: Iterable[dict[str, Any]], teacher_logits: Targets
                     parts.setdefault(name, []).append(values.cpu().numpy())
             lengths += response_mask(batch["labels"]).sum(1).tolist()
             bar.update(len(batch["labels"]))
-    dtypes = {"ids": np.int32, "logits": np.float32, "counts": np.uint16}
+    dtypes = {"ids": np.int32, "logits": np.float32, "counts": np.uint16, "tail": np.float32}
     for name, chunks in parts.items():
         np.save(path / f"{name}.npy", np.concatenate(chunks).astype(dtypes[name]))
     np.save(path / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))

@@ -115,6 +115,7 @@ class TeacherSource:
             d.teacher_cache,
             d.get("teacher_cache_size", DEFAULT_SIZE),
             temperature=d.get("teacher_cache_temperature", DEFAULT_DRAW_TEMPERATURE),
+            tail=d.get("teacher_cache_tail", False),
         )
         key = cache_key(self.identity(), data.train, settings)
         root = Path(d.cache_dir) if d.get("cache_dir") else self.root / "teacher-logits"
