@@ -247,16 +247,14 @@ def chunked_objective_loss(
     backpropagates, and only once; ``kd`` and ``ce`` are for logging.
     """
     n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
-    dense, sparse = isinstance(teacher, Tensor), isinstance(teacher, SparseTeacher)
+    dense, sparse, tokens = (isinstance(teacher, t) for t in (Tensor, SparseTeacher, TokenTeacher))
     _check_inputs(student_hidden, student_head, teacher, targets, objective, teacher_head, width, reduction)
     width = v_s if width is None else width
     if sparse:
-        check_tail(
-            teacher, objective.temperature, objective.skew if objective.divergence == "skew_forward_kl" else None
-        )
+        check_tail(teacher, objective.temperature, objective.divergence)
     if sparse and n and int(teacher.ids.max()) >= width:
         raise ValueError(f"SparseTeacher ids must be below width {width}; got {int(teacher.ids.max())}")
-    if isinstance(teacher, TokenTeacher) and n and int(targets.max()) >= width:
+    if tokens and n and int(targets.max()) >= width:
         raise ValueError(f"a TokenTeacher's targets must be below width {width}; got {int(targets.max())}")
     params = (student_hidden, student_head.weight, student_head.bias)
     needs = tuple(torch.is_grad_enabled() and x is not None and x.requires_grad for x in params)
@@ -267,7 +265,7 @@ def chunked_objective_loss(
         teacher_head=teacher_head,
         sparse=(teacher.ids, teacher.weights(objective.temperature)) if sparse else None,
         tail=teacher.tail.float() if sparse and teacher.tail is not None else None,
-        tokens=teacher.log_probs.float() if isinstance(teacher, TokenTeacher) else None,
+        tokens=teacher.log_probs.float() if tokens else None,
         targets=targets,
         width=width,
         columns=v_s if targets is not None else width,

@@ -114,16 +114,14 @@ def sparse_kd_loss(
     log_p = torch.log_softmax(student_logits[:, :width].float() / temperature, dim=-1)
     if log_p.shape[0] == 0:
         return log_p.sum() * 0.0
-    check_tail(teacher, temperature, skew)
+    check_tail(teacher, temperature, "forward_kl" if skew is None else "skew_forward_kl")
     per_position = sparse_kl_rows(log_p, teacher.ids, teacher.weights(temperature), skew, teacher.tail)
     return per_position.mean() * temperature**2
 
 
-def check_tail(teacher: SparseTeacher, temperature: float, skew: float | None) -> None:
+def check_tail(teacher: SparseTeacher, temperature: float, divergence: str) -> None:
     """A tail is the teacher's mass at its ``draw_temperature``, for forward KL: refuse anything else."""
-    if teacher.tail is None:
-        return
-    if skew is not None or temperature != teacher.draw_temperature:
-        raise ValueError(f"a SparseTeacher with a tail serves forward_kl at T = {teacher.draw_temperature} only "
-                         f"(the temperature its tail was stored at); got T = {temperature}"
-                         + (" and a skewed KL" if skew is not None else ""))  # fmt: skip
+    if teacher.tail is not None and (divergence != "forward_kl" or temperature != teacher.draw_temperature):
+        stored = teacher.draw_temperature
+        raise ValueError(f"a SparseTeacher with a tail serves forward_kl at T = {stored} only (the temperature its "
+                         f"tail was stored at); got {divergence} at T = {temperature}")  # fmt: skip
