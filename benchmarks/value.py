@@ -5,6 +5,7 @@
     python -m benchmarks.value sizes      # students of 1/5, 1/10 and 1/25 of the teacher's parameters
     python -m benchmarks.value budgets    # test accuracy at 300 to 1,500 steps, each budget its own schedule
     python -m benchmarks.value onpolicy   # on-policy distillation (both objectives) against logit, 600 and 1,500 steps
+    python -m benchmarks.value cross_tokenizer   # a student with its own tokenizer: ULD and the hybrid, 5 % labels
         [--seeds 0,1,2 (onpolicy: 0-4)] [--jobs 2] [--runs outputs/value] [--out docs/value] [--sweeps A,B] [--wandb]
         [--dry-run] [override ...]
 
@@ -31,6 +32,11 @@ without the seed>``), so the dashboard shows the same comparison. Extra override
               reverse_kl_reward, at 600 and 1,500 steps (each its own schedule), seeds 0-4; the summary checks
               onpolicy against logit: at 1,500 steps mean >= logit's - 0.5 points and std <= 2x logit's, at
               600 steps mean >= logit's.
+    cross_tokenizer  the student of model=embedded_cross (its own byte-level BPE, 200 tokens, numbers free to
+              merge) with 5 % and 100 % of the labels: supervised (label-only); logit across tokenizers, ULD and
+              the hybrid (T = 1), on every prompt, the unlabelled ones with the teacher's greedy response
+              re-tokenised; the same with alpha = 0 (the teacher's text, no distillation term); and, for
+              reference, the default logit student, which shares the teacher's tokenizer.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ FRACTIONS = "data.labelled_fraction=0.01,0.05,1.0"
 SIZES = "model/student=gpt2_small,gpt2_tenth,gpt2_25th"
 BUDGETS = "train.max_steps=300,600,900,1200,1500"
 ONPOLICY_BUDGETS = "train.max_steps=600,1500"
+CROSS = ["model=embedded_cross", "data.labelled_fraction=0.05,1.0"]
 BENCHMARKS: dict[str, dict[str, list[str]]] = {
     "curves": {
         "supervised": ["distiller=supervised"],
@@ -73,6 +80,12 @@ BENCHMARKS: dict[str, dict[str, list[str]]] = {
         "logit": [ONPOLICY_BUDGETS],
         "onpolicy": ["distiller=onpolicy", "distiller.objective=gkd,reverse_kl_reward", ONPOLICY_BUDGETS],
     },
+    "cross_tokenizer": {
+        "supervised": ["distiller=supervised", *CROSS],
+        "cross": ["distiller.cross_tokenizer=uld,gold", "distiller.temperature=1", *CROSS],
+        "text": ["distiller.cross_tokenizer=gold", "distiller.alpha=0", *CROSS],
+        "logit": ["data.labelled_fraction=0.05,1.0"],
+    },
 }
 SETTINGS = {  # every job of the benchmark
     "curves": ["train.eval_every=100", "train.eval_test=true"],
@@ -80,24 +93,32 @@ SETTINGS = {  # every job of the benchmark
     "sizes": ["train.eval_every=0"],
     "budgets": ["train.eval_every=0"],
     "onpolicy": ["train.eval_every=0"],
+    "cross_tokenizer": ["train.eval_every=0"],
 }
 # the summary's rows (curves: one row per method), the method the others are compared with, and the default seeds
-ROW = {"transfer": "labelled_fraction", "sizes": "model/student", "budgets": "max_steps", "onpolicy": "max_steps"}
+ROW = {
+    "transfer": "labelled_fraction",
+    "sizes": "model/student",
+    "budgets": "max_steps",
+    "onpolicy": "max_steps",
+    "cross_tokenizer": "labelled_fraction",
+}
 BASE = {"onpolicy": "logit"}  # default: supervised
 SEEDS = {"onpolicy": "0,1,2,3,4"}  # default: 0,1,2
 
 
 def method_column(table: pd.DataFrame) -> pd.Series:
-    """``supervised``, ``logit top_k``, ``logit top_k T=4``, ``onpolicy reverse_kl_reward``: the distiller, its cache,
-    its on-policy objective and, when it varies between runs, its temperature."""
+    """``supervised``, ``logit top_k``, ``logit top_k T=4``, ``onpolicy reverse_kl_reward``, ``logit gold T=1``,
+    ``logit gold a=0``: the distiller, its cache, its on-policy objective, its cross-tokenizer loss and, when they
+    vary between runs, its temperature and alpha."""
     none = pd.Series([None] * len(table), index=table.index)
-    cache, temperature = table.get("teacher_cache", none), table.get("temperature", none)
-    objective = table.get("objective", none)
+    words = [table.get(key, none) for key in ("teacher_cache", "objective", "cross_tokenizer")]
+    temperature, alpha = table.get("temperature", none), table.get("alpha", none)
     return table["distiller"] + [
-        (f" {c}" if isinstance(c, str) and c else "")
-        + (f" {o}" if isinstance(o, str) and o else "")
+        "".join(f" {w}" for w in named if isinstance(w, str) and w)
         + (f" T={t:g}" if isinstance(t, float) and t == t else "")
-        for c, o, t in zip(cache, objective, temperature)
+        + (f" a={a:g}" if isinstance(a, float) and a == a else "")
+        for *named, t, a in zip(*words, temperature, alpha)
     ]
 
 

@@ -21,8 +21,8 @@ RUNTIME_ARGUMENTS: dict[str, tuple[str, ...]] = {
     # the tokenizer and the data; the trainer of a teacher built here; the teacher a student is born from
     "model": ("tokenizer", "data", "progress", "fit_teacher", "teacher"),
     "data": ("tokenizer",),
-    # the models, a built teacher-logit cache, and the data's task and generation budget
-    "distiller": (*MODEL_ARGUMENTS, "teacher_targets", "task", "max_new_tokens"),
+    # the models, a built teacher-logit cache, the data's task and generation budget, the teacher's tokenizer bridge
+    "distiller": (*MODEL_ARGUMENTS, "teacher_targets", "task", "max_new_tokens", "teacher_tokenizer"),
     "logger": ("dir", "run_config", "run_id"),
     "peft": ("student",),  # the student the adapters go on
 }

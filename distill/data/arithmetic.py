@@ -20,7 +20,7 @@ from datasets import Dataset, DatasetDict
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from distill.core.errors import DataError
+from distill.core.errors import ConfigError, DataError
 
 PAD, EOS = "<pad>", "<eos>"
 
@@ -143,17 +143,26 @@ def make_splits(
     )
 
 
-def build_tokenizer(vocab_size: int = 160, seed: int = 0) -> PreTrainedTokenizerFast:
-    """A small byte-level BPE trained on generated task text, digits kept as single tokens.
+# How build_tokenizer's pre-tokenizer cuts text before BPE merges: words and punctuation runs with their
+# leading space, and numbers digit by digit (" 7" is one token, "12" two) or whole (merges may join digits).
+NUMBERS = {"digits": r" ?\d", "whole": r" ?\d+"}
+
+
+def build_tokenizer(vocab_size: int = 160, seed: int = 0, numbers: str = "digits") -> PreTrainedTokenizerFast:
+    """A small byte-level BPE trained on generated task text, digits kept as single tokens (``numbers="digits"``)
+    or free to merge (``"whole"``: another tokenizer for the same text, whose tokens cross the first one's
+    boundaries; the cross-tokenizer experiment's student).
 
     Built with the ``tokenizers`` library and wrapped as a transformers tokenizer, with
     distinct ``<pad>`` and ``<eos>`` tokens. Deterministic for a given ``seed``.
     """
+    if numbers not in NUMBERS:
+        raise ConfigError(f"model.tokenizer.numbers={numbers!r} is invalid: must be one of {', '.join(NUMBERS)}")
     rng = random.Random(seed)
     corpus = [p.prompt + rationale(p, rng, 0.2) for p in _problems(4000, rng, 1, 4)]
     tok = Tokenizer(models.BPE())
-    # Words and single digits, each with its leading space: " 7" is one token, "12" is two.
-    words = pre_tokenizers.Split(Regex(r" ?\d| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+"), behavior="isolated")
+    pattern = NUMBERS[numbers] + r"| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+"
+    words = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )

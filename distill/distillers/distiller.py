@@ -17,7 +17,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from distill.core.errors import is_int, require
+from distill.data.alignment import TokenizerBridge
 from distill.distillers.base import BaseDistiller, Batch, LossOutput
+from distill.distillers.cross_tokenizer import bridge_for, check_cross_options, cross_teacher
 from distill.distillers.intermediate import IntermediateTerms, token_masks
 from distill.distillers.text_validation import TextValidation
 from distill.inference.evaluation import evaluate_model
@@ -48,6 +50,11 @@ class Distiller(BaseDistiller):
             0 or None: materialise the logits. Classifiers always materialise.
         fast_activations: swap the student's and the teacher's tanh-GELU modules (GPT-2 family)
             for :class:`~distill.models.activations.TanhGELU`, in place: the same function in fewer kernels.
+        cross_tokenizer: null (teacher and student share one tokenizer; another teacher tokenizer is refused),
+            ``uld`` or ``gold``: a teacher with its own tokenizer (``teacher_tokenizer``: the tokenizer, or the
+            runner's :class:`~distill.data.alignment.TokenizerBridge`), its distribution compared with the
+            student's at positions paired by character offsets, by ULD or the hybrid
+            (:mod:`distill.distillers.cross_tokenizer`, :mod:`distill.losses.cross_vocab`).
     """
 
     def __init__(
@@ -60,8 +67,11 @@ class Distiller(BaseDistiller):
         task: str | None = None,
         chunk_size: int | str | None = DEFAULT_CHUNK_SIZE,
         fast_activations: bool = True,
+        cross_tokenizer: str | None = None,
+        teacher_tokenizer: PreTrainedTokenizerBase | TokenizerBridge | None = None,
     ) -> None:
         check_chunk_size(chunk_size)
+        self.cross_tokenizer, self.bridge = cross_tokenizer, bridge_for(cross_tokenizer, tokenizer, teacher_tokenizer)
         super().__init__(student_model, teacher_model, tokenizer)
         if fast_activations:
             swapped = sum(swap_activations(m) for m in (student_model, teacher_model) if m is not None)
@@ -69,7 +79,8 @@ class Distiller(BaseDistiller):
                 log.info("fast_activations: %d tanh-GELU modules run as TanhGELU (the same function)", swapped)
         self.max_new_tokens, self.chunk_size = max_new_tokens, chunk_size or None
         self.task = task or model_task(student_model)
-        self.width = shared_width(teacher_model, student_model, tokenizer) if teacher_model is not None else None
+        cross = self.bridge is not None or teacher_model is None
+        self.width = None if cross else shared_width(teacher_model, student_model, tokenizer)
         self.intermediate: IntermediateTerms | None = None  # hidden-state and attention terms (LogitDistiller)
         self.text_validation: TextValidation | None = None  # validation by generated text (language, onpolicy)
         self.last_samples: list[dict[str, str]] = []  # generations from the latest validate()
@@ -77,6 +88,7 @@ class Distiller(BaseDistiller):
     @classmethod
     def check_config(cls, options: Mapping[str, Any]) -> None:
         check_chunk_size(cls.with_defaults(options)["chunk_size"])
+        check_cross_options(options)
 
     def train_step(self, batch: Batch, loss_scale: float = 1.0) -> dict[str, float]:
         if not self.student.training:  # .train() walks every submodule: only when validation left it in eval
@@ -112,6 +124,12 @@ class Distiller(BaseDistiller):
         chunked = self.chunk_size is not None
         extra = self.intermediate.request if self.intermediate is not None else {}
         student = forward(self.student, sequences, self.task, chunked=chunked, **extra)
+        if self.bridge is not None and objective.kd_weight > 0:  # a teacher with its own tokenizer
+            kd_teacher, shares = cross_teacher(
+                self.teacher, self.bridge, self.cross_tokenizer, sequences, student.targets, chunked
+            )
+            parts = objective_loss(student.outputs, kd_teacher, student.targets, objective, chunk_size=self.chunk_size)
+            return self._logged({**parts, **{k: torch.tensor(v) for k, v in shares.items()}}, names)
         teacher = (
             self.teacher_forward(sequences, chunked, extra) if objective.kd_weight > 0 or any(extra.values()) else None
         )
@@ -130,6 +148,11 @@ class Distiller(BaseDistiller):
             terms = self.intermediate(student, teacher, mask, keys)
             parts["loss"] = parts["loss"] + self.intermediate.weighted(terms)
             parts.update(terms)
+        return self._logged(parts, names)
+
+    @staticmethod
+    def _logged(parts: dict[str, torch.Tensor], names: dict[str, str] | None) -> LossOutput:
+        """``parts["loss"]`` and the other parts as floats, renamed by ``names`` (mapped to "": not logged)."""
         loss = parts.pop("loss")
         names = names or {}
         logged = {names.get(k, k): float(v.detach()) for k, v in parts.items()}

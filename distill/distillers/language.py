@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from distill.core.errors import is_number, require, require_fraction
 from distill.distillers.base import Batch, LossOutput, call_with
+from distill.distillers.cross_tokenizer import check_cross_options
 from distill.distillers.distiller import Distiller
 from distill.distillers.sources import TeacherCompletions, require_tokenizer
 from distill.distillers.text_validation import TextValidation
@@ -63,6 +64,7 @@ class LanguageDistiller(Distiller):
         **base: Any,
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
+        check_cross_options({"cross_tokenizer": base.get("cross_tokenizer"), "divergence": divergence})
         max_new_tokens = self.with_defaults(base)["max_new_tokens"]
         settings, self.on_teacher_text, self.on_dataset = language_objectives(
             alpha, kd_weight, divergence, temperature, beta, max_length, max_new_tokens, do_sample, top_p, num_samples,
@@ -74,7 +76,7 @@ class LanguageDistiller(Distiller):
             )
         super().__init__(student_model, teacher_model, tokenizer, **base)
         self.alpha, self.kd_weight = alpha, kd_weight
-        generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
+        generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size, self.bridge)
         self.teacher_completions = TeacherCompletions(generations, settings)
         self.text_validation = TextValidation(generations, self.max_new_tokens, self.task)
 

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from distill.core.disk_cache import cache_dir as default_cache_dir
 from distill.core.errors import ConfigError, require, require_fraction
 from distill.distillers.base import Batch, LossOutput, call_with
+from distill.distillers.cross_tokenizer import check_cross_options
 from distill.distillers.distiller import Distiller
 from distill.distillers.intermediate import IntermediateTerms, check_layer_options
 from distill.losses import SPARSE_DIVERGENCES, Objective
@@ -74,6 +75,9 @@ class LogitDistiller(Distiller):
         teacher_targets: TeacherLogitCache | None = None,
         **base: Any,
     ) -> None:
+        check_cross_options({"cross_tokenizer": base.get("cross_tokenizer"), "teacher_cache": teacher_cache,
+                             "divergence": divergence, "hidden_weight": hidden_weight,
+                             "attention_weight": attention_weight})  # fmt: skip
         self.objective = logit_objective(alpha, divergence, temperature, beta, skew)
         if alpha == 0:
             log.warning("distiller.alpha=0 turns the distillation term off: this is distiller=supervised")

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from distill.core.errors import is_number, require, require_fraction, require_int
 from distill.distillers.base import Batch, LossOutput, call_with
+from distill.distillers.cross_tokenizer import check_cross_options
 from distill.distillers.distiller import Distiller
 from distill.distillers.sources import SAMPLERS, require_tokenizer
 from distill.distillers.text_validation import TextValidation
@@ -75,6 +76,8 @@ class OnPolicyDistiller(Distiller):
     ) -> None:
         require_tokenizer(type(self).__name__, tokenizer)
         check_schedule(lmbda_warmup_steps, lmbda_ramp_steps, sampler)
+        check_cross_options({"cross_tokenizer": base.get("cross_tokenizer"), "divergence": divergence,
+                             "objective": objective})  # fmt: skip
         max_new_tokens = self.with_defaults(base)["max_new_tokens"]
         self.settings, self.on_samples, self.on_dataset = onpolicy_objectives(
             lmbda,
@@ -96,7 +99,7 @@ class OnPolicyDistiller(Distiller):
         self.lmbda, self.warmup, self.ramp, self.step = lmbda, lmbda_warmup_steps, lmbda_ramp_steps, 0
         self.sample = SAMPLERS[sampler]
         self.warned_unstopped = False  # one warning line per run when samples run out of max_length
-        generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size)
+        generations = TeacherGenerations(teacher_model, tokenizer, cache_dir, generation_batch_size, self.bridge)
         self.text_validation = TextValidation(generations, self.max_new_tokens, self.task)
 
     @classmethod

@@ -20,7 +20,6 @@ from distill.inference.generation import (
     Completions,
     GenerationSettings,
     collect_prompts,
-    generate_completions,
     generate_ids,
 )
 from distill.teacher.generations import TeacherGenerations
@@ -60,10 +59,7 @@ class TeacherCompletions:
                 log.warning(
                     "prepare() was not called: generating teacher completions batch by batch (not cached on disk)"
                 )
-            g = self.generations
-            self.completions.update(
-                generate_completions(g.teacher, g.tokenizer, missing, self.settings, g.batch_size, progress=False)
-            )
+            self.completions.update(self.generations(missing, self.settings, "train", cached=False))
         prompts, completions = [], []
         for text, ids in zip(batch["prompts"], prompt_ids):
             for completion in self.completions[text]:

@@ -3,6 +3,7 @@ function where student and teacher outputs meet it (materialised, chunked from h
 against a sparse teacher); hidden-state and attention-map terms for intermediate layers."""
 
 from distill.losses.chunked import DEFAULT_CHUNK_SIZE, chunk_rows
+from distill.losses.cross_vocab import CROSS_TOKENIZER, CrossTeacher
 from distill.losses.divergences import DIVERGENCES, distillation_loss
 from distill.losses.head import Head, Hidden
 from distill.losses.objective import CROSS_ENTROPY, Objective
@@ -12,9 +13,11 @@ from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher
 
 __all__ = [
     "CROSS_ENTROPY",
+    "CROSS_TOKENIZER",
     "DEFAULT_CHUNK_SIZE",
     "DIVERGENCES",
     "SPARSE_DIVERGENCES",
+    "CrossTeacher",
     "Head",
     "Hidden",
     "Objective",

@@ -17,6 +17,7 @@ size) is alive at a time. With z = s / T, p_S = softmax(z), p_T = softmax(t / T)
     sparse skewed  the skewed forward KL against w (see gradients.sparse_skewed_and_grad)
     sparse tail d T^2 KL / ds = T (p_S - q) on the cached ids, T p_S (1 - r / p_S(rest)) elsewhere, q = (1 - r) w
     sampled     d T^2 mean(-A log p_S(y)) / ds = T A (p_S - onehot(y)),  A = log p_T(y) - log p_S(y) detached
+    cross-vocabulary  ULD and the hybrid's KL over shared tokens (see distill.losses.cross_vocab), aligned rows only
     CE          d CE / ds                = softmax(s) - onehot(target)
 
 then divided by N for ``reduction="mean"``. Divergence gradients land on the first ``width`` columns only.
@@ -29,13 +30,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from distill.losses.cross_vocab import CrossTeacher, cross_rows_and_grad
 from distill.losses.gradients import (
     cross_entropy_and_grad,
     divergence_and_grad,
     sparse_skewed_and_grad,
     sparse_tail_and_grad,
 )
-from distill.losses.head import Head
+from distill.losses.head import Head, Hidden
 from distill.losses.objective import Objective
 from distill.losses.sampled import TokenTeacher, sampled_rows_and_grad
 from distill.losses.sparse import SPARSE_DIVERGENCES, SparseTeacher, check_tail, sparse_kl_rows
@@ -73,6 +75,7 @@ class _Plan:
     sparse: tuple[Tensor, Tensor] | None  # a sparse teacher's (ids, weights(T)), both (N, k)
     tail: Tensor | None  # a top-k sparse teacher's mass outside its ids (N,)
     tokens: Tensor | None  # a TokenTeacher's log-probabilities of the targets (N,)
+    cross: CrossTeacher | None  # a teacher with another vocabulary (its states and head are teacher, teacher_head)
     targets: Tensor | None
     width: int  # divergence columns
     columns: int  # student logit columns computed: V_s with targets, else width
@@ -90,6 +93,12 @@ class _Plan:
 def _kd(plan: _Plan, log_s: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
     """Summed T^2 D over the chunk, and d(T^2 D)/ds = T dD/dz (C, width); log_s = log p_S (overwritten)."""
     t = plan.objective.temperature
+    if plan.cross is not None:
+        c, head = plan.cross, plan.teacher_head
+        log_t = torch.log_softmax(head.logits(plan.teacher[rows], head.weight.shape[0]).div_(t), dim=-1)
+        matched = None if c.matched is None else c.matched[rows]
+        value, grad = cross_rows_and_grad(log_s, log_t, c.aligned[rows], matched, c.shared)
+        return value.sum() * t**2, grad.mul_(t)
     if plan.tokens is not None:
         value, grad = sampled_rows_and_grad(log_s, plan.targets[rows], plan.tokens[rows])
         return value.sum() * t**2, grad.mul_(t)
@@ -193,10 +202,14 @@ def _check_inputs(
 ) -> None:  # fmt: skip
     """One ValueError naming the first problem with :func:`chunked_objective_loss`'s inputs."""
     n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
-    dense, sparse, tokens = (isinstance(teacher, t) for t in (Tensor, SparseTeacher, TokenTeacher))
+    dense, sparse, tokens, cross = (isinstance(teacher, t) for t in (Tensor, SparseTeacher, TokenTeacher, CrossTeacher))
     v_t = teacher_head.weight.shape[0] if dense and teacher_head is not None else v_s
     terms = [(objective.kd_weight, teacher), (objective.ce_weight, targets)]
     problems = [
+        (cross and not isinstance(teacher.outputs, Hidden), "a chunked CrossTeacher needs Hidden outputs"),
+        (cross and len(teacher) != n, f"the CrossTeacher must have {n} rows"),
+        (cross and width is not None, "a CrossTeacher has another vocabulary: width must be None"),
+        (cross and objective.divergence != "forward_kl", "a CrossTeacher's objective must name forward_kl"),
         (student_hidden.dim() != 2, f"student_hidden must be (N, H); got {tuple(student_hidden.shape)}"),
         (dense and (teacher_head is None or len(teacher) != n), f"teacher hidden states need teacher_head, {n} rows"),
         (sparse and objective.divergence not in SPARSE_DIVERGENCES, f"a SparseTeacher needs {SPARSE_NAMES}"),
@@ -208,8 +221,8 @@ def _check_inputs(
         (width is not None and not 0 < width <= min(v_s, v_t), f"width must be in [1, {min(v_s, v_t)}]; got {width}"),
         (reduction not in ("mean", "sum"), f"reduction must be 'mean' or 'sum'; got {reduction!r}"),
         (
-            teacher is not None and not (dense or sparse or tokens),
-            "teacher must be hidden states (N, H_t), a SparseTeacher, a TokenTeacher or None",
+            teacher is not None and not (dense or sparse or tokens or cross),
+            "teacher must be hidden states (N, H_t), a SparseTeacher, a TokenTeacher, a CrossTeacher or None",
         ),
         (not any(w > 0 and x is not None for w, x in terms), f"{objective} has no term to optimise"),
     ]
@@ -236,7 +249,7 @@ def chunked_objective_loss(
         student_head: weight (V_s, H_s) (+ bias (V_s,)); CE is over all V_s columns.
         teacher: teacher hidden states (N, H_t) used with ``teacher_head`` (run without gradients), a
             :class:`SparseTeacher` (forward_kl, skew_forward_kl), a :class:`TokenTeacher` (a sampled
-            objective), or None.
+            objective), a :class:`CrossTeacher` with :class:`Hidden` outputs (another vocabulary), or None.
         targets: (N,) class ids in [0, V_s), or None.
         width: the divergence is over the first ``width`` columns of both (None: all; vocabularies must match).
         chunk_size: positions per chunk (> 0), or ``"auto"`` (:func:`chunk_rows`); memory ~ chunk_size x V
@@ -248,6 +261,7 @@ def chunked_objective_loss(
     """
     n, v_s = student_hidden.shape[0], student_head.weight.shape[0]
     dense, sparse, tokens = (isinstance(teacher, t) for t in (Tensor, SparseTeacher, TokenTeacher))
+    cross = teacher if isinstance(teacher, CrossTeacher) else None
     _check_inputs(student_hidden, student_head, teacher, targets, objective, teacher_head, width, reduction)
     width = v_s if width is None else width
     if sparse:
@@ -261,11 +275,12 @@ def chunked_objective_loss(
     denominator = max(student_hidden.shape[0], 1) if reduction == "mean" else 1
     plan = _Plan(
         objective=objective,
-        teacher=teacher if dense else None,
-        teacher_head=teacher_head,
+        teacher=teacher if dense else cross.outputs.states if cross else None,
+        teacher_head=cross.outputs.head if cross else teacher_head,
         sparse=(teacher.ids, teacher.weights(objective.temperature)) if sparse else None,
         tail=teacher.tail.float() if sparse and teacher.tail is not None else None,
         tokens=teacher.log_probs.float() if tokens else None,
+        cross=cross,
         targets=targets,
         width=width,
         columns=v_s if targets is not None else width,

@@ -6,7 +6,8 @@ positions that count with the output layer that turns them into logits. From hid
 (:mod:`distill.losses.chunked`); otherwise it materialises the logits. The teacher may also be a
 :class:`~distill.losses.sparse.SparseTeacher` (an offline teacher cache: forward KL or skewed forward KL),
 or, for an objective with ``sampled``, a :class:`~distill.losses.sampled.TokenTeacher` (its log-probability
-of each target token).
+of each target token), or a :class:`~distill.losses.cross_vocab.CrossTeacher` (another vocabulary: ULD or the
+hybrid).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.losses.chunked import chunk_rows, chunked_objective_loss
+from distill.losses.cross_vocab import CrossTeacher, cross_vocab_loss
 from distill.losses.divergences import distillation_loss
 from distill.losses.head import Hidden
 from distill.losses.objective import Objective
@@ -27,7 +29,7 @@ Outputs = Tensor | Hidden
 
 def objective_loss(
     student: Outputs,
-    teacher: Outputs | SparseTeacher | TokenTeacher | None,
+    teacher: Outputs | SparseTeacher | TokenTeacher | CrossTeacher | None,
     targets: Tensor | None,
     objective: Objective,
     width: int | None = None,
@@ -39,8 +41,9 @@ def objective_loss(
     Args:
         student: logits (N, V_s) or :class:`Hidden`. CE is taken over all V_s classes.
         teacher: logits (N, V_t), :class:`Hidden`, a :class:`SparseTeacher`, a :class:`TokenTeacher`
-            (``objective.sampled`` only; logits or Hidden are then reduced to one), or None. The divergence is
-            over the first ``width`` classes of both (the vocabulary they share; None: all).
+            (``objective.sampled`` only; logits or Hidden are then reduced to one), a :class:`CrossTeacher`
+            (another vocabulary; ``width`` None), or None. The divergence is over the first ``width`` classes of
+            both (the vocabulary they share; None: all).
         targets: (N,) class ids, or None.
         reduction: ``mean`` over positions, or ``sum`` (evaluation adds batches up).
         chunk_size: with a :class:`Hidden` student, positions per chunk or ``"auto"`` (None or 0: materialise).
@@ -62,6 +65,8 @@ def objective_loss(
     if isinstance(teacher, SparseTeacher):
         skew = objective.skew if objective.divergence == "skew_forward_kl" else None
         parts["kd"] = sparse_kd_loss(student_logits, teacher, objective.temperature, width, skew)
+    elif isinstance(teacher, CrossTeacher):
+        parts["kd"] = cross_vocab_loss(student_logits, teacher, objective.temperature)
     elif isinstance(teacher, TokenTeacher):
         if targets is None:
             raise ValueError("a TokenTeacher needs the targets it scored")

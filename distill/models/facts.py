@@ -86,8 +86,8 @@ def shared_width(
         return min(t, s)
     covers = f" for a tokenizer of {n_tok} tokens" if n_tok is not None else ""
     raise ConfigError(
-        f"teacher vocabulary size {t} and student vocabulary size {s} do not match{covers}: "
-        "teacher and student must share one tokenizer (pick a model pair from the same family)"
+        f"teacher vocabulary size {t} and student vocabulary size {s} do not match{covers}: pick a model pair that "
+        "shares one tokenizer, or set distiller.cross_tokenizer=uld or gold (with the teacher's own tokenizer)"
     )
 
 
@@ -96,7 +96,7 @@ def check_same_tokenizer(student_tok: PreTrainedTokenizerBase, teacher_tok: PreT
     if student_tok.get_vocab() != teacher_tok.get_vocab():
         raise ConfigError(
             f"teacher tokenizer ({len(teacher_tok)} tokens) and student tokenizer ({len(student_tok)} tokens) "
-            "differ: logit distillation needs one shared vocabulary"
+            "differ: set distiller.cross_tokenizer=uld or gold to distil across tokenizers"
         )
 
 

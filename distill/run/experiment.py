@@ -32,6 +32,7 @@ from distill.core import ranks
 from distill.core.errors import ConfigError
 from distill.core.instantiate import build, runtime_kwargs
 from distill.data import TaskData
+from distill.data.alignment import TokenizerBridge, prompt_pairs
 from distill.data.rendering import check_same_end_of_response
 from distill.loggers import NullLogger
 from distill.loop import TrainConfig, checkpoint_dirs, fit, load_latest
@@ -164,22 +165,29 @@ def test_metrics(distiller: Any, data: TaskData) -> dict[str, Any]:
 def build_distiller(cfg: DictConfig) -> tuple[Any, TeacherSource, TaskData]:
     """Tokenizer, data, student, the teacher (or only its cached targets) and the distiller."""
     distiller_cls = get_class(cfg.distiller._target_)
-    tokenizer = build(cfg.model.tokenizer)
-    teacher_tokenizer = build(cfg.model.teacher_tokenizer) if cfg.model.get("teacher_tokenizer") else None
-    if teacher_tokenizer is not None:  # models with their own tokenizers must agree
-        check_same_tokenizer(tokenizer, teacher_tokenizer)
-    data = build(cfg.data, tokenizer=tokenizer)
-    if teacher_tokenizer is not None and getattr(distiller_cls, "writes_text", False):
-        name = distiller_cls.__name__.removesuffix("Distiller").lower()
-        check_same_end_of_response(tokenizer, teacher_tokenizer, data.chat, name)
-    teacher = TeacherSource(cfg, tokenizer, data, fit_teacher=fit_teacher)
-    student = build_student(cfg, tokenizer, data, teacher)
-    available = {"student_model": student, "tokenizer": tokenizer, "task": data.task}
-    available["max_new_tokens"] = data.max_new_tokens
     options = OmegaConf.to_container(cfg.distiller, resolve=True)
     needs = distiller_cls.teacher_input(options) if hasattr(distiller_cls, "teacher_input") else "model"
+    tokenizer = build(cfg.model.tokenizer)
+    teacher_tokenizer = build(cfg.model.teacher_tokenizer) if cfg.model.get("teacher_tokenizer") else None
+    cross = options.get("cross_tokenizer")
+    own = teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab()
+    if own and cross is None and needs is not None:  # models with their own tokenizers must agree
+        check_same_tokenizer(tokenizer, teacher_tokenizer)
+    data = build(cfg.data, tokenizer=tokenizer)
+    if teacher_tokenizer is not None and not own and getattr(distiller_cls, "writes_text", False):
+        name = distiller_cls.__name__.removesuffix("Distiller").lower()
+        check_same_end_of_response(tokenizer, teacher_tokenizer, data.chat, name)
+    teacher_data = build(cfg.data, tokenizer=teacher_tokenizer) if own else data  # each model renders its prompts
+    available: dict[str, Any] = {"tokenizer": tokenizer, "task": data.task, "max_new_tokens": data.max_new_tokens}
+    if cross is not None:
+        available["teacher_tokenizer"] = TokenizerBridge(
+            tokenizer, teacher_data.tokenizer, teacher_chat=teacher_data.chat, student_chat=data.chat,
+            prompts=prompt_pairs(data, teacher_data), max_length=teacher_data.max_length,
+        )  # fmt: skip
+    teacher = TeacherSource(cfg, teacher_data.tokenizer, teacher_data, fit_teacher=fit_teacher)
+    available["student_model"] = build_student(cfg, tokenizer, data, teacher)
     if needs is not None:  # data.labelled_fraction < 1: the teacher labels the other prompts
-        teacher.label_unlabelled()
+        teacher.label_unlabelled(data, available.get("teacher_tokenizer"))
     elif data.has_unlabelled:
         print(f"training set: the {data.num_labelled} labelled examples (this distiller uses no teacher)")
     if needs == "targets":

@@ -23,6 +23,7 @@ from distill.core.disk_cache import get_or_build, write_atomic
 from distill.core.errors import require_int
 from distill.core.fingerprints import sha256_json, tokenizer_fingerprint
 from distill.data import TaskData
+from distill.data.alignment import TokenizerBridge
 from distill.inference.generation import Completions, GenerationSettings, generate_completions
 from distill.teacher.identity import teacher_identity
 
@@ -95,7 +96,11 @@ def _read(path: Path) -> Completions:
 
 class TeacherGenerations:
     """The teacher's completions of a prompt set, cached on disk under ``cache_dir``
-    (default ``<cache>/generations``) and keyed by the teacher's identity, the prompts and the settings."""
+    (default ``<cache>/generations``) and keyed by the teacher's identity, the prompts and the settings.
+
+    With a ``bridge`` (a teacher with its own tokenizer), prompts come and completions go back in the student's
+    tokens: the teacher writes from its own prompt (:meth:`~distill.data.alignment.TokenizerBridge.teacher_prompt`),
+    in its own tokens (what is cached), and its text is re-tokenised for the student."""
 
     def __init__(
         self,
@@ -103,20 +108,35 @@ class TeacherGenerations:
         tokenizer: PreTrainedTokenizerBase,
         cache_dir: str | None = None,
         batch_size: int = 128,
+        bridge: TokenizerBridge | None = None,
     ) -> None:
         self.check_batch_size(batch_size)
-        self.teacher, self.tokenizer, self.batch_size = teacher, tokenizer, batch_size
+        self.teacher, self.tokenizer, self.batch_size, self.bridge = teacher, tokenizer, batch_size, bridge
         self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else str(default_cache_dir(sub="generations"))
 
     @staticmethod
     def check_batch_size(batch_size: object) -> None:
         require_int("distiller.generation_batch_size", batch_size)
 
-    def __call__(self, prompts: dict[str, list[int]], settings: GenerationSettings, name: str) -> Completions:
-        completions, _ = cached_generations(
-            self.teacher, self.tokenizer, prompts, settings, self.cache_dir, name=name, batch_size=self.batch_size
-        )
-        return completions
+    def __call__(
+        self, prompts: dict[str, list[int]], settings: GenerationSettings, name: str, cached: bool = True
+    ) -> Completions:
+        """Completions of ``prompts`` (text -> the student's token ids), in the student's tokens: from the cache
+        or generated and stored, or (``cached=False``) generated now and not stored."""
+        bridge = self.bridge
+        tokenizer = self.tokenizer if bridge is None else bridge.teacher
+        if bridge is not None:
+            prompts = {text: bridge.teacher_prompt(ids) for text, ids in prompts.items()}
+        if cached:
+            completions, _ = cached_generations(
+                self.teacher, tokenizer, prompts, settings, self.cache_dir, name=name, batch_size=self.batch_size
+            )
+        else:
+            generate = generate_completions
+            completions = generate(self.teacher, tokenizer, prompts, settings, self.batch_size, progress=False)
+        if bridge is None:
+            return completions
+        return {text: [bridge.to_student(c) for c in outputs] for text, outputs in completions.items()}
 
 
 def label_unlabelled(
@@ -125,18 +145,23 @@ def label_unlabelled(
     cache_dir: str | Path | None = None,
     batch_size: int = 128,
     progress: bool = True,
+    bridge: TokenizerBridge | None = None,
 ) -> int:
     """Give ``data``'s unlabelled training prompts (``data.labelled_fraction`` < 1) the teacher's greedy
     response, up to ``data.max_new_tokens`` tokens, generated once and cached (``<cache>/generations``), so
-    the student trains on every prompt (:meth:`~distill.data.TaskData.fill_unlabelled`). Returns how many
-    distinct prompts the teacher labelled (a prompt may occur more than once)."""
+    the student trains on every prompt (:meth:`~distill.data.TaskData.fill_unlabelled`). With a ``bridge`` (a
+    teacher with its own tokenizer) the teacher writes from its own prompts and its text is re-tokenised for the
+    student. Returns how many distinct prompts the teacher labelled (a prompt may occur more than once)."""
     prompts = data.unlabelled_prompts()
     if not prompts:
         return 0
     directory = cache_dir or default_cache_dir(sub="generations")
     settings = GenerationSettings(max_new_tokens=data.max_new_tokens)
+    tokenizer = data.tokenizer if bridge is None else bridge.teacher
+    asked = prompts if bridge is None else {text: bridge.teacher_prompt(ids) for text, ids in prompts.items()}
     completions, _ = cached_generations(
-        teacher, data.tokenizer, prompts, settings, directory, "unlabelled", batch_size, progress
+        teacher, tokenizer, asked, settings, directory, "unlabelled", batch_size, progress
     )
-    data.fill_unlabelled({prompt: outputs[0] for prompt, outputs in completions.items()})
+    first = {prompt: outputs[0] for prompt, outputs in completions.items()}
+    data.fill_unlabelled(first if bridge is None else {p: bridge.to_student(ids) for p, ids in first.items()})
     return len(prompts)

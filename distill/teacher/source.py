@@ -25,6 +25,7 @@ from distill.core.disk_cache import cache_dir, cached_json
 from distill.core.fingerprints import files_fingerprint, model_fingerprint, sha256_json
 from distill.core.instantiate import build, runtime_kwargs
 from distill.data import TaskData
+from distill.data.alignment import TokenizerBridge
 from distill.inference.evaluation import evaluate_model
 from distill.losses import DEFAULT_CHUNK_SIZE
 from distill.models import check_model_fits, num_parameters, output_width, pretrained, pretrained_dir
@@ -98,14 +99,17 @@ class TeacherSource:
             self._identity = sha256_json({"files": files, "node": spec})
         return self._identity
 
-    def label_unlabelled(self) -> None:
-        """The data's unlabelled training prompts get the teacher's greedy responses (cached under
-        ``<cache>/generations``): see :func:`distill.teacher.label_unlabelled`."""
-        if not self.data.has_unlabelled:
+    def label_unlabelled(self, data: TaskData | None = None, bridge: TokenizerBridge | None = None) -> None:
+        """The unlabelled training prompts of ``data`` (the student's; default: the teacher's own data) get the
+        teacher's greedy responses (cached under ``<cache>/generations``), through ``bridge`` when the student
+        has its own tokenizer: see :func:`distill.teacher.label_unlabelled`."""
+        data = data or self.data
+        if not data.has_unlabelled:
             return
-        n = label_unlabelled(self.data, self.model(), self.root / "generations", progress=self.available["progress"])
-        rows = len(self.data.train) - self.data.num_labelled
-        print(f"training set: {self.data.num_labelled} labelled examples and {rows} examples of {n} distinct prompts "
+        directory, progress = self.root / "generations", self.available["progress"]
+        n = label_unlabelled(data, self.model(), directory, progress=progress, bridge=bridge)
+        rows = len(data.train) - data.num_labelled
+        print(f"training set: {data.num_labelled} labelled examples and {rows} examples of {n} distinct prompts "
               "the teacher labelled")  # fmt: skip
 
     def targets(self) -> TeacherLogitCache:
