@@ -176,6 +176,26 @@ def onpolicy_targets(out: Path) -> str:
     return "\n".join(lines)
 
 
+def cross_targets(out: Path) -> str:
+    """Issue 24's target for every cross-tokenizer method (``logit uld``, ``logit gold``, any alpha) at each labelled
+    fraction: above the label-only student beyond the spread, i.e. mean - std above supervised's mean + std; with
+    the seeds' lowest and highest values. One line each."""
+    runs = pd.read_csv(out / "report.csv")
+    runs = runs[runs["student/test_accuracy"].notna()].copy()
+    runs["method"] = method_column(runs)
+    stats = runs.groupby(["labelled_fraction", "method"])["student/test_accuracy"].agg(["mean", "std", "min", "max"])
+    lines = ["Target (against supervised, the label-only student with the same tokenizer):", ""]
+    for fraction, method in (k for k in stats.index if " uld" in k[1] or " gold" in k[1]):
+        if (fraction, "supervised") not in stats.index:
+            continue
+        s, ref = stats.loc[(fraction, method)], stats.loc[(fraction, "supervised")]
+        ok = "met" if s["mean"] - s["std"] > ref["mean"] + ref["std"] else "NOT met"
+        lines.append(f"- {method}, labelled_fraction {fraction:g}: {s['mean']:.3f} ± {s['std']:.3f} (seeds "
+                     f"{s['min']:.3f} to {s['max']:.3f}) vs supervised {ref['mean']:.3f} ± {ref['std']:.3f} ("
+                     f"{ref['min']:.3f} to {ref['max']:.3f}): above beyond the spread {ok}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def plot_grid(out: Path, row: str) -> Path:
     """Test accuracy (mean, error bar = std over seeds) against the row's value (the labelled fraction, or the
     student's parameters), one line per method, log x axis, the teacher as a dashed line."""
@@ -223,6 +243,8 @@ def summarise(benchmark: str, out: Path, runs: list[Path]) -> str:
         )
         if benchmark == "onpolicy":
             text += "\n\n" + onpolicy_targets(out)
+        if benchmark == "cross_tokenizer":
+            text += "\n\n" + cross_targets(out)
     (out / "summary.md").write_text(f"# {benchmark}\n\n{text}\n\n![{plot.stem}]({plot.name})\n")
     return text
 

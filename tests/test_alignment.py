@@ -117,3 +117,21 @@ def test_identical_tokenizers_pair_every_position_with_itself(teacher_tok):
     pairing = bridge.pair(batch)
     assert pairing.partner.tolist() == list(range(len(response))) and bool(pairing.same.all())
     assert torch.equal(pairing.teacher_batch["input_ids"], batch["input_ids"])
+
+
+def test_a_teacher_that_normalises_the_text_pairs_nothing_and_says_so_once(student_tok, caplog):
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = build_tokenizer().backend_tokenizer
+    backend.normalizer = normalizers.Lowercase()  # "Answer" comes back as "answer"
+    teacher = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
+    bridge = TokenizerBridge(student_tok, teacher)
+    prompt = student_tok("What is 7 + 5?\n", add_special_tokens=False)["input_ids"]
+    clean = student_tok("7+5=12", add_special_tokens=False)["input_ids"] + [student_tok.eos_token_id]
+    shouting = student_tok("Answer: 12", add_special_tokens=False)["input_ids"] + [student_tok.eos_token_id]
+    with caplog.at_level("WARNING", logger="distill.data.alignment"):
+        pairing = bridge.pair(sequence_batch([prompt, prompt, prompt], [clean, shouting, shouting], 0))
+    assert pairing.partner.tolist()[: len(clean)] == [0, 1, 2, 3, 4, 6]  # already lower case: paired ("12": "1" "2")
+    assert pairing.partner.tolist()[len(clean) :] == [-1] * (2 * len(shouting))
+    assert bridge.unpaired_rows == 2 and caplog.text.count("does not give back the response text") == 1

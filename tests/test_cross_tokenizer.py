@@ -156,3 +156,12 @@ def test_a_transfer_set_is_labelled_by_the_teacher_in_the_students_tokens(tmp_pa
                  f"hydra.run.dir={tmp_path}")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "256 labelled examples and 256 examples of" in result.stdout
+
+
+def test_a_batch_where_nothing_pairs_runs_without_the_teacher(student_tok, teacher_tok, monkeypatch):
+    distiller = cross_distiller("gold", student_tok, teacher_tok, alpha=0.5)
+    batch = next(iter(task_data(student_tok, n_train=8).ordered_loader("train")))
+    batch["labels"] = torch.full_like(batch["labels"], -100)  # no response position at all
+    monkeypatch.setattr(distiller.teacher, "forward", None)  # never called
+    out = distiller.compute_loss(batch)
+    assert out.parts["aligned"] == 0.0 and out.parts["kd"] == 0.0 and out.loss.item() == 0.0

@@ -16,6 +16,8 @@ where the student's response ended with its own. Positions pair up by character 
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +28,9 @@ from transformers import PreTrainedTokenizerBase
 
 from distill.core.errors import DataError
 from distill.data.rendering import end_of_response, render_prompt, set_end_of_response
-from distill.data.sequences import IGNORE_INDEX, sequence_batch
+from distill.data.sequences import response_of, sequence_batch
 
+log = logging.getLogger(__name__)
 REPLACEMENT = "\ufffd"  # what a decoder writes for the bytes of a character that is not complete yet
 
 
@@ -38,9 +41,14 @@ def decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
 
 def token_ends(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[int]:
     """The character where each token of ``ids`` ends in ``decode(tokenizer, ids)``: the length of the decoded
-    first i + 1 tokens; a token that ends inside a character (its bytes incomplete) ends where the previous did."""
+    first i + 1 tokens; a token that ends inside a character (its bytes incomplete) ends where the previous did.
+    When the tokens decoded one by one add up to the whole text (most byte-level BPE on whole characters), their
+    running lengths, the same numbers in linear time."""
     if not ids:
         return []
+    pieces = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+    if REPLACEMENT not in "".join(pieces) and "".join(pieces) == decode(tokenizer, ids):  # each token is its text
+        return list(itertools.accumulate(map(len, pieces)))
     prefixes = tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))], clean_up_tokenization_spaces=False)
     ends = [len(p) - p.endswith(REPLACEMENT) for p in prefixes]
     for i in range(len(ends) - 2, -1, -1):  # never past a later token's end
@@ -130,7 +138,8 @@ class TokenizerBridge:
         prompts: Mapping[tuple[int, ...], list[int]] | None = None,
         max_length: int | None = None,
     ) -> None:
-        self.student, self.teacher, self.teacher_chat, self.student_chat = student, teacher, teacher_chat, student_chat
+        self.student_tok, self.teacher_tok = student, teacher
+        self.teacher_chat, self.student_chat = teacher_chat, student_chat
         self.student_end, self.teacher_end = student.eos_token_id, end_of_response(teacher, teacher_chat)
         set_end_of_response(teacher, self.teacher_end)  # the teacher's generations stop there
         self.prompts: dict[tuple[int, ...], list[int]] = dict(prompts or {})
@@ -144,12 +153,13 @@ class TokenizerBridge:
         key = tuple(student_ids)
         if key not in self.prompts:
             if self.student_chat:
-                raise DataError(f"the student prompt {decode(self.student, student_ids)[:60]!r} was rendered by its "
-                                "chat template and is not one of the data's: the teacher cannot render it")  # fmt: skip
-            text = self.student.decode(student_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                shown = decode(self.student_tok, student_ids)[:60]
+                raise DataError(f"the student prompt {shown!r} was rendered by its chat template and is not one of "
+                                "the data's: the teacher cannot render it")  # fmt: skip
+            text = self.student_tok.decode(student_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             if self.teacher_chat:
-                text = render_prompt(self.teacher, [{"role": "user", "content": text}])
-            self.prompts[key] = self.teacher(text, add_special_tokens=False)["input_ids"]
+                text = render_prompt(self.teacher_tok, [{"role": "user", "content": text}])
+            self.prompts[key] = self.teacher_tok(text, add_special_tokens=False)["input_ids"]
         return self.prompts[key]
 
     def to_student(self, teacher_ids: list[int]) -> list[int]:
@@ -157,42 +167,47 @@ class TokenizerBridge:
         tokens, ending with the student's end of response when the teacher's did."""
         stopped = bool(teacher_ids) and teacher_ids[-1] == self.teacher_end
         body = teacher_ids[:-1] if stopped else teacher_ids
-        text = self.teacher.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return self.student(text, add_special_tokens=False)["input_ids"] + ([self.student_end] if stopped else [])
+        text = self.teacher_tok.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.student_tok(text, add_special_tokens=False)["input_ids"] + ([self.student_end] if stopped else [])
 
     def shared(self) -> tuple[Tensor, Tensor]:
         """(student ids (S,), teacher ids (S,)): the tokens both vocabularies decode to the same string, and the
         two ends of response; computed once."""
         if self._shared is None:
-            s, t = token_strings(self.student), token_strings(self.teacher)
+            s, t = token_strings(self.student_tok), token_strings(self.teacher_tok)
             pairs = sorted((s[text], t[text]) for text in s.keys() & t.keys())
             pairs.append((self.student_end, self.teacher_end))
             self._shared = (torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs]))
         return self._shared
 
     def pair(self, sequences: Mapping[str, Tensor]) -> Pairing:
-        """The teacher's reading of right-padded student ``input_ids``/``labels`` (response labelled, see
-        :mod:`distill.data.sequences`) and the pairing of their response positions (class docstring)."""
-        prompts, responses, partners, sames = [], [], [], []
-        offset = 0
-        for ids, labels in zip(sequences["input_ids"].tolist(), sequences["labels"].tolist()):
-            where = [k for k, label in enumerate(labels) if label != IGNORE_INDEX]
-            response = [labels[k] for k in where]
-            prompt = self.teacher_prompt(ids[: where[0]] if where else ids)
+        """The teacher's reading of right-padded student ``input_ids``/``attention_mask``/``labels`` (response
+        labelled, see :mod:`distill.data.sequences`) and the pairing of their response positions (class docstring).
+        A teacher prompt longer than ``max_length`` keeps its last ``max_length - 1`` tokens."""
+        rows = []
+        for ids, mask, labels in zip(*(sequences[k].tolist() for k in ("input_ids", "attention_mask", "labels"))):
+            start, response = response_of(labels)
             ended = bool(response) and response[-1] == self.student_end
             body = response[:-1] if ended else response
-            text = decode(self.student, body)
-            teacher_body = self.teacher(text, add_special_tokens=False)["input_ids"]
+            prompt_ids = ids[:start] if start is not None else ids[: sum(mask)]
+            rows.append((prompt_ids, body, ended, decode(self.student_tok, body)))
+        texts = [text for *_, text in rows]
+        theirs = self.teacher_tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+        prompts, responses, partners, sames = [], [], [], []
+        for (prompt_ids, body, ended, text), teacher_body in zip(rows, theirs):
+            prompt = self.teacher_prompt(prompt_ids)
+            if self.max_length is not None:
+                prompt = prompt[-(self.max_length - 1) :] if len(prompt) >= self.max_length else prompt
             teacher_response = teacher_body + ([self.teacher_end] if ended else [])
             if self.max_length is not None:
-                teacher_response = teacher_response[: max(self.max_length - len(prompt), 0)]
+                teacher_response = teacher_response[: self.max_length - len(prompt)]
             partner, same = self._pair_row(text, body, teacher_body, ended, len(teacher_response))
-            prompts.append(prompt)
-            responses.append(teacher_response)
+            offset = sum(map(len, responses))  # the teacher's response positions of the rows before
             partners += [j + offset if j >= 0 else -1 for j in partner]
             sames += same
-            offset += len(teacher_response)
-        batch = sequence_batch(prompts, responses, self.teacher.pad_token_id or 0)
+            prompts.append(prompt)
+            responses.append(teacher_response)
+        batch = sequence_batch(prompts, responses, self.teacher_tok.pad_token_id or 0)
         return Pairing(batch, torch.tensor(partners, dtype=torch.long), torch.tensor(sames, dtype=torch.bool))
 
     def _pair_row(self, text: str, body: list[int], theirs: list[int], ended: bool, kept: int) -> tuple[list, list]:
@@ -200,11 +215,13 @@ class TokenizerBridge:
         ``ended``) against the teacher's tokens ``theirs`` of the same ``text``, of which the first ``kept`` are in the
         teacher's sequence. A text the teacher's tokenizer does not give back unchanged (it normalises) is not
         paired at all."""
-        if decode(self.teacher, theirs) != text:
+        if decode(self.teacher_tok, theirs) != text:
+            if not self.unpaired_rows:
+                log.warning("the teacher's tokenizer does not give back the response text unchanged (e.g. %r): "
+                            "such responses are not paired (task loss only)", text[:60])  # fmt: skip
             self.unpaired_rows += 1
-            partner, same = [-1] * len(body), [False] * len(body)
-        else:
-            partner, same = pair_tokens(token_ends(self.student, body), token_ends(self.teacher, theirs))
+            return [-1] * (len(body) + ended), [False] * (len(body) + ended)
+        partner, same = pair_tokens(token_ends(self.student_tok, body), token_ends(self.teacher_tok, theirs))
         if ended:
             partner, same = [*partner, len(theirs)], [*same, True]
         return [j if j < kept else -1 for j in partner], [s and j < kept for s, j in zip(same, partner)]

@@ -65,6 +65,12 @@ def sequence_batch(prompts: list[list[int]], completions: list[list[int]], pad_t
     }
 
 
+def response_of(labels: list[int]) -> tuple[int | None, list[int]]:
+    """One row's labels -> (where its response starts, None when it has none; the response tokens)."""
+    where = [k for k, label in enumerate(labels) if label != IGNORE_INDEX]
+    return (where[0] if where else None), [labels[k] for k in where]
+
+
 def response_mask(labels: Tensor) -> Tensor:
     """(B, L) labels -> (B, L - 1) bool: position t counts when token t + 1 is a response token."""
     return labels[:, 1:] != IGNORE_INDEX

@@ -16,9 +16,9 @@ from transformers import PreTrainedTokenizerBase
 
 from distill.core.errors import ConfigError, require
 from distill.data.alignment import TokenizerBridge
-from distill.inference.forward import frozen_forward
+from distill.inference.forward import frozen_forward, output_head
 from distill.losses import CROSS_TOKENIZER, CrossTeacher, Hidden
-from distill.models.facts import check_same_tokenizer
+from distill.models.facts import check_same_tokenizer, output_width
 
 KEY = "distiller.cross_tokenizer"
 
@@ -44,8 +44,8 @@ def check_cross_options(options: Mapping[str, Any]) -> None:
          "the same ids: use objective=gkd"),
     ]  # fmt: skip
     for key, allowed, why in refusals:
-        value = options.get(key, allowed)
-        if value not in (allowed, None) or (allowed is None and value is not None):
+        value = options.get(key)
+        if value is not None and value != allowed:
             raise ConfigError(f"{KEY}={mode} with distiller.{key}={value!r} is not supported: {why}")
 
 
@@ -58,7 +58,7 @@ def bridge_for(
     how the data renders prompts for each model), or one built from the teacher's tokenizer. Without
     ``cross_tokenizer``, a teacher tokenizer that differs from the student's is refused in one line naming it."""
     if mode is None:
-        other = teacher_tokenizer.teacher if isinstance(teacher_tokenizer, TokenizerBridge) else teacher_tokenizer
+        other = teacher_tokenizer.teacher_tok if isinstance(teacher_tokenizer, TokenizerBridge) else teacher_tokenizer
         if other is not None and tokenizer is not None:
             check_same_tokenizer(tokenizer, other)
         return None
@@ -69,6 +69,15 @@ def bridge_for(
                           "(model.teacher_tokenizer, or teacher_tokenizer=... in Python)")  # fmt: skip
     teacher_chat = bool(getattr(teacher_tokenizer, "chat_template", None))
     return TokenizerBridge(tokenizer, teacher_tokenizer, teacher_chat=teacher_chat)
+
+
+def placeholder(teacher: nn.Module, n: int, chunked: bool, device: torch.device) -> torch.Tensor | Hidden:
+    """Zeros in the form the loss takes the teacher's outputs (Hidden when chunked and the head allows), for n
+    positions none of which pairs (never read)."""
+    head = output_head(teacher) if chunked else None
+    if head is not None:
+        return Hidden(torch.zeros(n, head.weight.shape[1], device=device), head)
+    return torch.zeros(n, output_width(teacher), device=device)
 
 
 @torch.no_grad()
@@ -82,15 +91,14 @@ def cross_teacher(
     pairing = bridge.pair(sequences)
     device = targets.device
     batch = {k: v.to(device) for k, v in pairing.teacher_batch.items()}
-    out = frozen_forward(teacher, batch, "causal_lm", chunked=chunked)
     partner = pairing.partner.to(device)
-    if not len(out.targets):  # no teacher position at all (every response cut away): nothing pairs
-        partner = torch.full_like(partner, -1)
+    if not bool((partner >= 0).any()):  # nothing pairs (no response, or all cut away): the teacher is not run
+        return CrossTeacher(placeholder(teacher, len(targets), chunked, device), partner >= 0), {"aligned": 0.0}
+    out = frozen_forward(teacher, batch, "causal_lm", chunked=chunked)
     aligned, rows = partner >= 0, partner.clamp_min(0)
-    teacher_targets = out.targets[rows] if len(out.targets) else torch.full_like(targets, -1)
+    teacher_targets = out.targets[rows]
     values = out.outputs.states if isinstance(out.outputs, Hidden) else out.outputs  # (N_t, H_t) or (N_t, V_t)
-    picked = values[rows] if len(values) else values.new_zeros(len(rows), values.shape[1])
-    outputs = Hidden(picked, out.outputs.head) if isinstance(out.outputs, Hidden) else picked
+    outputs = Hidden(values[rows], out.outputs.head) if isinstance(out.outputs, Hidden) else values[rows]
     logged = {"aligned": float(aligned.float().mean()) if len(aligned) else 0.0}
     if mode == "uld":
         return CrossTeacher(outputs, aligned), logged

@@ -79,8 +79,8 @@ class Distiller(BaseDistiller):
                 log.info("fast_activations: %d tanh-GELU modules run as TanhGELU (the same function)", swapped)
         self.max_new_tokens, self.chunk_size = max_new_tokens, chunk_size or None
         self.task = task or model_task(student_model)
-        cross = self.bridge is not None or teacher_model is None
-        self.width = None if cross else shared_width(teacher_model, student_model, tokenizer)
+        one_vocabulary = self.bridge is None and teacher_model is not None
+        self.width = shared_width(teacher_model, student_model, tokenizer) if one_vocabulary else None
         self.intermediate: IntermediateTerms | None = None  # hidden-state and attention terms (LogitDistiller)
         self.text_validation: TextValidation | None = None  # validation by generated text (language, onpolicy)
         self.last_samples: list[dict[str, str]] = []  # generations from the latest validate()

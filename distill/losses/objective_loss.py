@@ -54,7 +54,8 @@ def objective_loss(
         if targets is None or isinstance(teacher, SparseTeacher):
             raise ValueError("a sampled objective needs targets and the teacher's logits or hidden states")
         teacher = TokenTeacher(token_log_probs(teacher, targets, chunk_size, objective.temperature))
-    if isinstance(student, Hidden) and chunk_size:
+    cross_logits = isinstance(teacher, CrossTeacher) and not isinstance(teacher.outputs, Hidden)
+    if isinstance(student, Hidden) and chunk_size and not cross_logits:  # (a teacher known by logits: materialised)
         teacher_states = teacher.states if isinstance(teacher, Hidden) else teacher  # or a Sparse/TokenTeacher
         teacher_head = teacher.head if isinstance(teacher, Hidden) else None
         return chunked_objective_loss(

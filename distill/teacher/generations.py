@@ -124,7 +124,7 @@ class TeacherGenerations:
         """Completions of ``prompts`` (text -> the student's token ids), in the student's tokens: from the cache
         or generated and stored, or (``cached=False``) generated now and not stored."""
         bridge = self.bridge
-        tokenizer = self.tokenizer if bridge is None else bridge.teacher
+        tokenizer = self.tokenizer if bridge is None else bridge.teacher_tok
         if bridge is not None:
             prompts = {text: bridge.teacher_prompt(ids) for text, ids in prompts.items()}
         if cached:
@@ -157,7 +157,7 @@ def label_unlabelled(
         return 0
     directory = cache_dir or default_cache_dir(sub="generations")
     settings = GenerationSettings(max_new_tokens=data.max_new_tokens)
-    tokenizer = data.tokenizer if bridge is None else bridge.teacher
+    tokenizer = data.tokenizer if bridge is None else bridge.teacher_tok
     asked = prompts if bridge is None else {text: bridge.teacher_prompt(ids) for text, ids in prompts.items()}
     completions, _ = cached_generations(
         teacher, tokenizer, asked, settings, directory, "unlabelled", batch_size, progress
