@@ -54,3 +54,11 @@ def test_kd_signal_prints_entropies_and_gradient_shares():
     for when in ("at init", "after 2 steps"):
         for t in ("1", "2", "4"):
             assert f"{when}".ljust(16) + f" T = {t}: |g_KD|" in out
+
+
+def test_loss_memory_prints_its_table_for_every_divergence_and_the_cross_tokenizer_losses():
+    out = bench("loss_memory", "--positions", "64", "--hidden", "16", "--vocab", "500", "--teacher-vocab", "700",
+                "--divergences", "forward_kl", "skew_forward_kl", "uld", "gold", "--repeats", "1")  # fmt: skip
+    assert "N=64 H=16 chunk=auto threads=1" in out
+    for divergence in ("forward_kl", "skew_forward_kl", "uld", "gold"):
+        assert f"    500 {divergence}" in out
