@@ -145,6 +145,7 @@ class TokenizerBridge:
         self.prompts: dict[tuple[int, ...], list[int]] = dict(prompts or {})
         self.max_length = max_length
         self._shared: tuple[Tensor, Tensor] | None = None
+        self._teacher_of: Tensor | None = None
         self.unpaired_rows = 0  # responses the teacher's tokenizer does not give back unchanged
 
     def teacher_prompt(self, student_ids: list[int]) -> list[int]:
@@ -179,6 +180,14 @@ class TokenizerBridge:
             pairs.append((self.student_end, self.teacher_end))
             self._shared = (torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs]))
         return self._shared
+
+    def teacher_of(self) -> Tensor:
+        """(len(student),) long: for each student id, the teacher id of the same shared token, or -1; computed once."""
+        if self._teacher_of is None:
+            student_ids, teacher_ids = self.shared()
+            self._teacher_of = torch.full((len(self.student_tok),), -1, dtype=torch.long)
+            self._teacher_of[student_ids] = teacher_ids
+        return self._teacher_of
 
     def pair(self, sequences: Mapping[str, Tensor]) -> Pairing:
         """The teacher's reading of right-padded student ``input_ids``/``attention_mask``/``labels`` (response

@@ -102,10 +102,10 @@ def cross_teacher(
     logged = {"aligned": float(aligned.float().mean()) if len(aligned) else 0.0}
     if mode == "uld":
         return CrossTeacher(outputs, aligned), logged
-    shared = (bridge.shared()[0].to(device), bridge.shared()[1].to(device))
-    size = max(int(targets.max()) if len(targets) else 0, int(shared[0].max())) + 1
-    teacher_of = torch.full((size,), -1, dtype=torch.long, device=device)
-    teacher_of[shared[0]] = shared[1]
-    matched = aligned & pairing.same.to(device) & (teacher_of[targets] == teacher_targets)
+    shared = tuple(ids.to(device) for ids in bridge.shared())
+    table = bridge.teacher_of().to(device)  # a sampled id past the tokenizer (a padded head's rows) is in no pair
+    inside = targets < len(table)
+    same_token = inside & (table[targets.clamp_max(len(table) - 1)] == teacher_targets)  # the ids are a shared pair
+    matched = aligned & pairing.same.to(device) & same_token
     logged["matched"] = float(matched.float().mean()) if len(matched) else 0.0
     return CrossTeacher(outputs, aligned, matched, shared), logged

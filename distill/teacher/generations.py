@@ -109,9 +109,11 @@ class TeacherGenerations:
         cache_dir: str | None = None,
         batch_size: int = 128,
         bridge: TokenizerBridge | None = None,
+        progress: bool = True,
     ) -> None:
         self.check_batch_size(batch_size)
         self.teacher, self.tokenizer, self.batch_size, self.bridge = teacher, tokenizer, batch_size, bridge
+        self.progress = progress
         self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else str(default_cache_dir(sub="generations"))
 
     @staticmethod
@@ -129,7 +131,7 @@ class TeacherGenerations:
             prompts = {text: bridge.teacher_prompt(ids) for text, ids in prompts.items()}
         if cached:
             completions, _ = cached_generations(
-                self.teacher, tokenizer, prompts, settings, self.cache_dir, name=name, batch_size=self.batch_size
+                self.teacher, tokenizer, prompts, settings, self.cache_dir, name, self.batch_size, self.progress
             )
         else:
             generate = generate_completions
@@ -155,13 +157,8 @@ def label_unlabelled(
     prompts = data.unlabelled_prompts()
     if not prompts:
         return 0
-    directory = cache_dir or default_cache_dir(sub="generations")
-    settings = GenerationSettings(max_new_tokens=data.max_new_tokens)
-    tokenizer = data.tokenizer if bridge is None else bridge.teacher_tok
-    asked = prompts if bridge is None else {text: bridge.teacher_prompt(ids) for text, ids in prompts.items()}
-    completions, _ = cached_generations(
-        teacher, tokenizer, asked, settings, directory, "unlabelled", batch_size, progress
-    )
-    first = {prompt: outputs[0] for prompt, outputs in completions.items()}
-    data.fill_unlabelled(first if bridge is None else {p: bridge.to_student(ids) for p, ids in first.items()})
+    directory = str(cache_dir or default_cache_dir(sub="generations"))
+    generations = TeacherGenerations(teacher, data.tokenizer, directory, batch_size, bridge, progress)
+    completions = generations(prompts, GenerationSettings(max_new_tokens=data.max_new_tokens), "unlabelled")
+    data.fill_unlabelled({prompt: outputs[0] for prompt, outputs in completions.items()})
     return len(prompts)
